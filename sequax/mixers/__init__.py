@@ -1,0 +1,48 @@
+"""Token mixers: flax.linen modules over the pure functions in ``sequax.ops``.
+
+Every mixer maps ``x`` ``[batch, length, d_model]`` to ``[batch, length, d_model]``
+and is registered by name (``@register("name")``) so configs can pick it with
+``config.model.mixer = "name"``.
+
+The contract a mixer module follows:
+
+- Fields: ``d_model: int`` (required). The backbone also fills in ``num_heads``,
+  ``causal`` and ``dtype`` (the compute dtype) from ``config.model`` when the
+  mixer declares fields of those names; everything else comes from
+  ``config.model.mixer_kwargs`` and must have a default.
+- ``__call__(x, *, segment_ids=None, deterministic=True)``: the parallel
+  (training) form. ``segment_ids`` ``[batch, length]`` int marks packed
+  sequences; nothing may cross a segment boundary. Mixers that cannot honour
+  ``segment_ids`` raise ``NotImplementedError`` when given them.
+- Recurrent mixers also define ``init_state(batch_size)`` returning a pytree
+  and ``step(x_t, state) -> (y_t, state)`` with ``x_t`` ``[batch, d_model]``;
+  token-by-token ``step`` reproduces the causal parallel form. Such mixers
+  declare submodules in ``setup()`` so both methods share parameters; call
+  them as ``module.apply(variables, x_t, state, method="step")``.
+- Parameters are float32; compute happens in ``dtype``.
+
+Every module in this package is imported on first use, so registering is just
+defining the class with the decorator.
+"""
+
+import importlib
+import pkgutil
+
+from sequax.mixers.registry import MIXERS, register
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name != "registry" and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
+
+
+def available():
+    """Sorted names of all registered mixers."""
+    return MIXERS.available()
+
+
+def get(name):
+    """The mixer module class registered under ``name``."""
+    return MIXERS.get(name)
+
+
+__all__ = ["available", "get", "register"]
