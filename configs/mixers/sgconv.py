@@ -1,0 +1,12 @@
+"""SGConv (multi-scale decaying global convolution) on the MQAR quickstart task.
+
+    python experiments/train.py --config configs/mixers/sgconv.py --workdir /tmp/sgconv
+"""
+from configs.quickstart import get_config as quickstart_config
+
+
+def get_config():
+    config = quickstart_config()
+    config.model.mixer = "sgconv"
+    config.model.mixer_kwargs = dict(max_length=256, kernel_dim=16, alpha=0.5)
+    return config
