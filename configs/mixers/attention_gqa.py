@@ -1,0 +1,12 @@
+"""Grouped-query attention (4 query heads sharing 2 key/value heads) on the MQAR quickstart task.
+
+    python experiments/train.py --config configs/mixers/attention_gqa.py --workdir /tmp/attention_gqa
+"""
+from configs.quickstart import get_config as quickstart_config
+
+
+def get_config():
+    config = quickstart_config()
+    config.model.mixer = "attention"
+    config.model.mixer_kwargs = dict(num_kv_heads=2)
+    return config
