@@ -1,0 +1,214 @@
+"""First-order linear recurrences ``h_t = a_t * h_{t-1} + b_t`` as pure functions.
+
+The recurrence is associative: composing step ``(a1, b1)`` then ``(a2, b2)``
+gives ``h -> a2 * (a1 * h + b1) + b2 = (a1 * a2) * h + (a2 * b1 + b2)``, so the
+pair operator ``(a1, b1) o (a2, b2) = (a1 * a2, a2 * b1 + b2)`` lets
+``jax.lax.associative_scan`` compute every ``h_t`` in ``O(log length)`` depth.
+
+Three interchangeable modes:
+
+- ``"sequential"``: ``lax.scan`` over time; the reference.
+- ``"associative"``: one parallel scan over the whole sequence; memory
+  ``O(length * log length)`` intermediates in the backward pass.
+- ``"chunked"``: a parallel scan inside chunks of ``chunk_size`` positions and
+  a ``lax.scan`` carrying the state from chunk to chunk; the temporaries of
+  the parallel scan exist for one chunk at a time (forward and backward,
+  thanks to ``jax.checkpoint`` on the chunk body).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+MODES = ("sequential", "associative", "chunked")
+DEFAULT_CHUNK_SIZE = 128
+
+
+def combine(left, right):
+    """The associative operator on ``(a, b)`` pairs: ``(a1*a2, a2*b1 + b2)``.
+
+    ``left`` is the earlier step. Works elementwise on arrays of any (matching,
+    broadcastable) shape.
+    """
+    a1, b1 = left
+    a2, b2 = right
+    return a1 * a2, a2 * b1 + b2
+
+
+def segment_starts(segment_ids, *, reverse: bool = False):
+    """Where a new packed segment begins, in scan order.
+
+    ``segment_ids`` ``[batch, length]`` -> bool ``[batch, length]``, True where
+    the id differs from the previous position (the next one when
+    ``reverse``). The first position in scan order is never a start, so an
+    initial state flows into it.
+    """
+    segment_ids = jnp.asarray(segment_ids)
+    if segment_ids.ndim != 2:
+        raise ValueError(
+            f"segment_ids must be [batch, length], got shape {segment_ids.shape}"
+        )
+    if reverse:
+        diff = segment_ids[:, :-1] != segment_ids[:, 1:]
+        return jnp.concatenate([diff, jnp.zeros_like(diff[:, :1])], axis=1)
+    diff = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return jnp.concatenate([jnp.zeros_like(diff[:, :1]), diff], axis=1)
+
+
+def check_mode(mode: str, chunk_size) -> int:
+    """Validate ``mode``/``chunk_size``; return the chunk size to use."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if chunk_size is None:
+        return DEFAULT_CHUNK_SIZE
+    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def _scan_sequential(a, b):
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    h0 = jnp.zeros(b.shape[:1] + b.shape[2:], b.dtype)
+    _, h = lax.scan(step, h0, (jnp.moveaxis(a, 1, 0), jnp.moveaxis(b, 1, 0)))
+    return jnp.moveaxis(h, 0, 1)
+
+
+def _scan_associative(a, b):
+    return lax.associative_scan(combine, (a, b), axis=1)[1]
+
+
+def _scan_chunked(a, b, chunk_size):
+    batch, length = b.shape[:2]
+    rest = b.shape[2:]
+    num_chunks = math.ceil(length / chunk_size)
+    pad = num_chunks * chunk_size - length
+    if pad:
+        # a = 1, b = 0 leaves the state unchanged, so padding is harmless.
+        widths = [(0, 0), (0, pad)] + [(0, 0)] * len(rest)
+        a = jnp.pad(a, widths, constant_values=1)
+        b = jnp.pad(b, widths)
+
+    def to_chunks(x):  # [batch, n * T, ...] -> [n, batch, T, ...]
+        return jnp.moveaxis(x.reshape((batch, num_chunks, chunk_size) + rest), 1, 0)
+
+    @jax.checkpoint
+    def body(h, ab):
+        # Within the chunk: prod_{s<=t} a_s and the zero-start states, then add
+        # the carried state's decayed contribution.
+        a_cum, h_local = lax.associative_scan(combine, ab, axis=1)
+        h_chunk = a_cum * h[:, None] + h_local
+        return h_chunk[:, -1], h_chunk
+
+    h0 = jnp.zeros((batch,) + rest, b.dtype)
+    _, h = lax.scan(body, h0, (to_chunks(a), to_chunks(b)))
+    h = jnp.moveaxis(h, 0, 1).reshape((batch, num_chunks * chunk_size) + rest)
+    return h[:, :length]
+
+
+def linear_scan(
+    a,
+    b,
+    *,
+    initial_state=None,
+    reverse: bool = False,
+    segment_ids=None,
+    mode: str = "associative",
+    chunk_size=None,
+    return_state: bool = False,
+):
+    """All states of ``h_t = a_t * h_{t-1} + b_t`` along axis 1.
+
+    Args:
+      a: ``[batch, length, ...]`` decay, real or complex; same rank as ``b``
+        and broadcastable to ``b.shape`` (use size-1 axes).
+      b: ``[batch, length, ...]`` input.
+      initial_state: ``[batch, ...]`` (``b.shape`` without the length axis),
+        the state before the first position in scan order; zeros if None.
+      reverse: scan from the end, ``h_t = a_t * h_{t+1} + b_t``.
+      segment_ids: optional ``[batch, length]`` ints of packed sequences; the
+        state resets to zero where the id changes (in scan order), i.e.
+        ``a_t = 0`` there. ``initial_state`` feeds only the first position
+        in scan order.
+      mode: ``"sequential"``, ``"associative"`` or ``"chunked"``.
+      chunk_size: chunk length for ``"chunked"`` (default 128; the tail is
+        padded); ignored by the other modes.
+      return_state: also return the final state (last in scan order).
+
+    Returns:
+      ``h`` ``[batch, length, ...]`` in the common dtype of the inputs
+      (computed in at least float32), and with ``return_state`` also the
+      final state ``[batch, ...]``.
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    chunk_size = check_mode(mode, chunk_size)
+    if b.ndim < 2 or b.shape[1] == 0:
+        raise ValueError(
+            f"b must be [batch, length, ...] with length >= 1, got shape {b.shape}"
+        )
+    if a.ndim != b.ndim:
+        raise ValueError(
+            f"a must have the same rank as b {b.shape} (use size-1 axes to broadcast), "
+            f"got shape {a.shape}"
+        )
+    try:
+        ok = jnp.broadcast_shapes(a.shape, b.shape) == b.shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"a {a.shape} must broadcast to b's shape {b.shape}")
+    state_shape = b.shape[:1] + b.shape[2:]
+    dtypes = [a, b] if initial_state is None else [a, b, jnp.asarray(initial_state)]
+    out_dtype = jnp.result_type(*dtypes)
+    # Low-precision inputs (bfloat16, float16) are accumulated in float32.
+    dtype = jnp.promote_types(out_dtype, jnp.float32)
+    a = jnp.broadcast_to(a.astype(dtype), b.shape)
+    b = b.astype(dtype)
+    if initial_state is not None:
+        initial_state = jnp.asarray(initial_state, dtype)
+        if initial_state.shape != state_shape:
+            raise ValueError(
+                f"initial_state must be [batch, ...] = {state_shape} (b without its "
+                f"length axis), got shape {initial_state.shape}"
+            )
+    if segment_ids is not None:
+        segment_ids = jnp.asarray(segment_ids)
+        if segment_ids.shape != b.shape[:2]:
+            raise ValueError(
+                f"segment_ids must be [batch, length] = {b.shape[:2]}, "
+                f"got shape {segment_ids.shape}"
+            )
+
+    if reverse:
+        a, b = jnp.flip(a, 1), jnp.flip(b, 1)
+    if segment_ids is not None:
+        starts = segment_starts(segment_ids, reverse=reverse)
+        if reverse:
+            starts = jnp.flip(starts, 1)
+        starts = starts.reshape(starts.shape + (1,) * (b.ndim - 2))
+        a = jnp.where(starts, jnp.zeros((), dtype), a)
+    if initial_state is not None:
+        # h_0 = a_0 h_{-1} + b_0: fold the initial state into the first input.
+        b = b.at[:, 0].add(a[:, 0] * initial_state)
+
+    if mode == "sequential":
+        h = _scan_sequential(a, b)
+    elif mode == "associative":
+        h = _scan_associative(a, b)
+    else:
+        h = _scan_chunked(a, b, chunk_size)
+
+    final = h[:, -1].astype(out_dtype)
+    h = h.astype(out_dtype)
+    if reverse:
+        h = jnp.flip(h, 1)
+    return (h, final) if return_state else h
+
+
+__all__ = ["MODES", "check_mode", "combine", "linear_scan", "segment_starts"]
