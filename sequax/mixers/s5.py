@@ -1,0 +1,104 @@
+"""S5 mixer (Smith et al. 2023): one MIMO diagonal SSM over all channels, via a parallel scan.
+
+``y = 2 Re(C̃ x) + D u`` with ``x_k = Λ̄ x_{k-1} + B̄ u_k`` (see
+:mod:`sequax.ops.ssm.s5`), then GELU and a gated output projection
+(``Dense(2 d_model)`` + GLU). ``causal=False`` adds a reverse-time scan read out
+by a second ``C̃`` (outputs summed). Packed sequences (``segment_ids``) are
+honoured: the state restarts at every segment boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sequax.mixers.registry import register
+from sequax.mixers.s4 import GatedOutput, _step_guard, check_choice, check_input, eigenvalues
+from sequax.ops.ssm.s4 import DISCRETIZATIONS, log_dt_init
+from sequax.ops.ssm.s5 import s5_apply, s5_discretize, s5_init, s5_step
+
+# Leaf names of the state-space parameters of the s4, s4d, s5 and h3 mixers:
+# eigenvalues, step sizes and the input/low-rank matrices. They are usually
+# trained with a smaller learning rate and no weight decay
+# (config.optimizer.ssm_learning_rate). C and D are ordinary weights.
+SSM_PARAM_NAMES = ("Lambda_re", "Lambda_im", "log_dt", "B", "P")
+
+
+@register("s5")
+class S5(nn.Module):
+    """S5 over ``x`` ``[batch, length, d_model]``: ``state_size`` P states in ``blocks`` J blocks.
+
+    Parameters: ``Lambda_re``, ``Lambda_im``, ``log_dt`` ``[P/2]``; ``B``
+    ``[P/2, d_model, 2]`` (``B̃ = V^* B``, ``B`` normal with std
+    ``1/sqrt(d_model)``); ``C`` ``[directions, d_model, P/2, 2]`` (``C̃ = C V``,
+    ``C`` normal with std ``1/sqrt(P)``); ``D`` ``[d_model]``. Complex matrices
+    carry a trailing (re, im) axis.
+    """
+
+    d_model: int
+    state_size: int = 32
+    blocks: int = 4
+    causal: bool = True
+    discretization: str = "zoh"
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        check_choice("discretization", self.discretization, DISCRETIZATIONS)
+        for name in ("state_size", "blocks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"mixer_kwargs.{name} must be a positive int; got {value!r}")
+        if self.state_size % self.blocks or (self.state_size // self.blocks) % 2:
+            raise ValueError(
+                f"mixer_kwargs.state_size ({self.state_size}) / blocks ({self.blocks}) must be an "
+                "even int; change state_size or blocks"
+            )
+        H, P = self.d_model, self.state_size
+        Lambda0, V = s5_init(P, self.blocks)
+        self.Lambda = eigenvalues(self, Lambda0, (P // 2,))
+        self.log_dt = self.param("log_dt", log_dt_init, (P // 2,), self.dt_min, self.dt_max)
+
+        def b_init(key):  # real B [P, H] mapped to the eigenbasis: V^* B
+            Bt = jnp.conj(V).T @ (jax.random.normal(key, (P, H)) * H**-0.5)
+            return jnp.stack([Bt.real, Bt.imag], -1)
+
+        def c_init(key):  # real C [dirs, H, P] mapped to the eigenbasis: C V
+            Ct = (jax.random.normal(key, (1 if self.causal else 2, H, P)) * P**-0.5) @ V
+            return jnp.stack([Ct.real, Ct.imag], -1)
+
+        B = self.param("B", b_init)
+        C = self.param("C", c_init)
+        self.B_tilde = B[..., 0] + 1j * B[..., 1]
+        self.C_tilde = C[..., 0] + 1j * C[..., 1]
+        self.D = self.param("D", nn.initializers.normal(1.0), (H,))
+        self.out = GatedOutput(H, dtype=self.dtype)
+
+    def _discrete(self):
+        return s5_discretize(self.Lambda, self.B_tilde, self.log_dt, self.discretization)
+
+    def __call__(self, x, *, segment_ids=None, deterministic=True):
+        """``x`` ``[batch, length, d_model]`` -> same shape (associative scan)."""
+        check_input(x, self.d_model)
+        Lambda_bar, B_bar = self._discrete()
+        C = self.C_tilde if not self.causal else self.C_tilde[0]
+        y = s5_apply(
+            Lambda_bar, B_bar, C, self.D, x, bidirectional=not self.causal, segment_ids=segment_ids
+        )
+        return self.out(y)
+
+    def init_state(self, batch_size):
+        """Zero state ``[batch_size, state_size/2]`` complex64."""
+        _step_guard("s5", self.causal)
+        return jnp.zeros((batch_size, self.state_size // 2), jnp.complex64)
+
+    def step(self, x_t, state):
+        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
+        _step_guard("s5", self.causal)
+        Lambda_bar, B_bar = self._discrete()
+        y, state = s5_step(Lambda_bar, B_bar, self.C_tilde[0], self.D, x_t, state)
+        return self.out(y), state
