@@ -1,0 +1,13 @@
+"""Gated linear attention (data-dependent low-rank forget gate) on the MQAR quickstart task.
+
+    python experiments/train.py --config configs/mixers/gla.py --workdir /tmp/gla
+"""
+
+from configs.quickstart import get_config as quickstart_config
+
+
+def get_config():
+    config = quickstart_config()
+    config.model.mixer = "gla"
+    config.model.mixer_kwargs = dict(gate_low_rank_dim=16, gate_logit_normalizer=16.0)
+    return config

@@ -1,0 +1,310 @@
+"""Linear-attention mixers: ``linear_attention``, ``hedgehog``, ``retention``, ``gla``, ``deltanet``.
+
+Each projects ``x`` ``[batch, length, d_model]`` to per-head queries, keys and
+values (``num_heads`` heads of ``d_model // num_heads``), mixes them with an op
+from :mod:`sequax.ops.linear_attention` and projects back. All are causal by
+construction and recurrent: ``init_state(batch_size)`` and
+``step(x_t, state)`` decode one token at a time and reproduce the parallel
+form. ``mode`` / ``chunk_size`` pick the op's algorithm for ``__call__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sequax.mixers.registry import register
+from sequax.ops import linear_attention as ops
+
+
+class _LinearMixer(nn.Module):
+    """Shared fields and projections; subclasses define ``_mix``/``_mix_step``/``init_state``."""
+
+    d_model: int
+    num_heads: int = 4
+    causal: bool = True
+    dtype: Any = jnp.float32
+    chunk_size: int = 64
+    mode: str = "chunked"
+
+    @property
+    def head_dim(self):
+        return self.d_model // self.num_heads
+
+    def _dense(self, features, use_bias=False, name=None):
+        return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(self.dtype), param_dtype=jnp.float32, name=name)
+
+    def setup(self):
+        if not self.causal:
+            raise ValueError(
+                f"causal=False: {type(self).__name__} is causal by construction; set model.causal=True "
+                "or pick a bidirectional mixer"
+            )
+        if self.num_heads < 1 or self.d_model % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads} must divide d_model={self.d_model}; change one of them")
+        if self.mode not in ops.MODES:
+            raise ValueError(f"mode must be one of {', '.join(ops.MODES)}; got {self.mode!r}")
+        self.q_proj = self._dense(self.d_model)
+        self.k_proj = self._dense(self.d_model)
+        self.v_proj = self._dense(self.d_model)
+        self.o_proj = self._dense(self.d_model)
+
+    def _heads(self, y):
+        """``[..., d_model]`` -> ``[..., heads, head_dim]``."""
+        return y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))
+
+    def _qkv(self, x):
+        return tuple(self._heads(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
+
+    def _finish(self, o, x):
+        """Per-head output ``[..., heads, head_dim]`` -> ``[..., d_model]``."""
+        return self.o_proj(o.reshape(o.shape[:-2] + (self.d_model,)).astype(jnp.dtype(self.dtype)))
+
+    def _op_kwargs(self, segment_ids):
+        return dict(segment_ids=segment_ids, mode=self.mode, chunk_size=self.chunk_size)
+
+    def __call__(self, x, *, segment_ids=None, deterministic=True):
+        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``."""
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be [batch, length, d_model={self.d_model}]; got shape {x.shape}")
+        x = x.astype(jnp.dtype(self.dtype))
+        return self._mix(x, segment_ids)
+
+    def step(self, x_t, state):
+        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], new_state)``."""
+        if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
+            raise ValueError(f"x_t must be [batch, d_model={self.d_model}]; got shape {x_t.shape}")
+        return self._mix_step(x_t.astype(jnp.dtype(self.dtype)), state)
+
+    def _zeros(self, batch_size, dk):
+        return jnp.zeros((batch_size, self.num_heads, dk, self.head_dim), jnp.float32)
+
+
+@register("linear_attention")
+class LinearAttention(_LinearMixer):
+    """Kernelized linear attention (Katharopoulos et al., 2020).
+
+    ``feature_map``: ``"elu"`` (``elu + 1``), ``"relu"`` or ``"identity"``;
+    ``normalize`` divides by ``phi(q_t) . sum_s phi(k_s)``. The state is
+    ``[batch, heads, head_dim, head_dim]`` (plus the key sum
+    ``[batch, heads, head_dim]`` when normalising).
+    """
+
+    feature_map: str = "elu"
+    normalize: bool = True
+
+    def setup(self):
+        super().setup()
+        if self.feature_map not in ops.FEATURE_MAPS:
+            raise ValueError(f"feature_map must be one of {', '.join(ops.FEATURE_MAPS)}; got {self.feature_map!r}")
+
+    def _mix(self, x, segment_ids):
+        q, k, v = self._qkv(x)
+        o = ops.linear_attention(
+            q, k, v, feature_map=self.feature_map, normalize=self.normalize, **self._op_kwargs(segment_ids)
+        )
+        return self._finish(o, x)
+
+    def _mix_step(self, x_t, state):
+        q, k, v = self._qkv(x_t)
+        o, state = ops.linear_attention_step(q, k, v, state, feature_map=self.feature_map, normalize=self.normalize)
+        return self._finish(o, x_t), state
+
+    def init_state(self, batch_size):
+        """Zero state: ``S`` ``[batch, heads, head_dim, head_dim]``, or ``(S, z)`` when normalising."""
+        s = self._zeros(batch_size, self.head_dim)
+        return (s, s[..., 0]) if self.normalize else s
+
+
+def _identity_maps(key, shape, dtype=jnp.float32):
+    """``[heads, d, m]`` stacked (rectangular) identities: Hedgehog's initialisation."""
+    return jnp.broadcast_to(jnp.eye(shape[1], shape[2], dtype=dtype), shape)
+
+
+@register("hedgehog")
+class Hedgehog(_LinearMixer):
+    """Hedgehog (Zhang et al., 2024): normalised linear attention with learned feature maps.
+
+    Queries and keys each get a per-head map ``phi(x) = [softmax(x W + b),
+    softmax(-x W - b)]`` (``W`` ``[heads, head_dim, feature_dim]``, identity at
+    init), learned end to end. With ``sow_distillation_loss`` the softmax-mimicry
+    loss against the layer's own softmax attention is sown to
+    ``intermediates/distillation_loss`` for a distillation objective.
+    """
+
+    feature_dim: int = 0  # 0: head_dim
+    sow_distillation_loss: bool = False
+
+    @property
+    def _m(self):
+        return self.feature_dim or self.head_dim
+
+    def setup(self):
+        super().setup()
+        if self.feature_dim < 0:
+            raise ValueError(f"feature_dim must be >= 0 (0 means head_dim); got {self.feature_dim}")
+        shape = (self.num_heads, self.head_dim, self._m)
+        self.q_map_w = self.param("q_map_w", _identity_maps, shape)
+        self.q_map_b = self.param("q_map_b", nn.initializers.zeros, shape[::2])
+        self.k_map_w = self.param("k_map_w", _identity_maps, shape)
+        self.k_map_b = self.param("k_map_b", nn.initializers.zeros, shape[::2])
+
+    def _features(self, q, k):
+        return (
+            ops.hedgehog_feature_map(q, self.q_map_w.astype(q.dtype), self.q_map_b.astype(q.dtype)),
+            ops.hedgehog_feature_map(k, self.k_map_w.astype(k.dtype), self.k_map_b.astype(k.dtype)),
+        )
+
+    def _mix(self, x, segment_ids):
+        q, k, v = self._qkv(x)
+        fq, fk = self._features(q, k)
+        if self.sow_distillation_loss:
+            self.sow("intermediates", "distillation_loss", ops.hedgehog_distillation_loss(q, k, fq, fk))
+        o = ops.linear_attention(fq, fk, v, normalize=True, **self._op_kwargs(segment_ids))
+        return self._finish(o, x)
+
+    def _mix_step(self, x_t, state):
+        q, k, v = self._qkv(x_t)
+        fq, fk = self._features(q, k)
+        o, state = ops.linear_attention_step(fq, fk, v, state, normalize=True)
+        return self._finish(o, x_t), state
+
+    def init_state(self, batch_size):
+        """Zero ``(S [batch, heads, 2 m, head_dim], z [batch, heads, 2 m])``, ``m = feature_dim``."""
+        s = self._zeros(batch_size, 2 * self._m)
+        return s, s[..., 0]
+
+
+class _GatedOutput(_LinearMixer):
+    """Adds the per-head RMSNorm and swish output gate used by RetNet, GLA and DeltaNet."""
+
+    use_norm: bool = True
+    use_output_gate: bool = True
+
+    def setup(self):
+        super().setup()
+        if self.use_norm:
+            self.o_norm = nn.RMSNorm(epsilon=1e-5, dtype=jnp.dtype(self.dtype), param_dtype=jnp.float32)
+        if self.use_output_gate:
+            self.g_proj = self._dense(self.d_model)
+
+    def _finish(self, o, x):
+        if self.use_norm:
+            o = self.o_norm(o)  # over head_dim, separately per head (never across time)
+        o = o.reshape(o.shape[:-2] + (self.d_model,)).astype(jnp.dtype(self.dtype))
+        if self.use_output_gate:
+            o = o * nn.swish(self.g_proj(x))
+        return self.o_proj(o)
+
+
+@register("retention")
+class Retention(_GatedOutput):
+    """Multi-scale retention (RetNet, Sun et al., 2023) without xPos.
+
+    Fixed per-head decays ``1 - 2 ** (-5 - h)``, per-head RMSNorm and a swish
+    output gate. State ``[batch, heads, head_dim, head_dim]``.
+    """
+
+    def _log_decay(self):
+        return ops.retnet_log_decays(self.num_heads)
+
+    def _mix(self, x, segment_ids):
+        q, k, v = self._qkv(x)
+        o = ops.retention(q, k, v, self._log_decay(), **self._op_kwargs(segment_ids))
+        return self._finish(o, x)
+
+    def _mix_step(self, x_t, state):
+        q, k, v = self._qkv(x_t)
+        o, state = ops.retention_step(q, k, v, self._log_decay(), state)
+        return self._finish(o, x_t), state
+
+    def init_state(self, batch_size):
+        """Zero state ``[batch, heads, head_dim, head_dim]``."""
+        return self._zeros(batch_size, self.head_dim)
+
+
+@register("gla")
+class GLA(_GatedOutput):
+    """Gated linear attention (Yang et al., 2024).
+
+    Forget gate ``g = log_sigmoid(x W_down W_up + b) / gate_logit_normalizer``
+    per key feature (a low-rank projection of rank ``gate_low_rank_dim``), then
+    per-head RMSNorm and a swish output gate. State ``[batch, heads, head_dim, head_dim]``.
+    """
+
+    gate_low_rank_dim: int = 16
+    gate_logit_normalizer: float = 16.0
+
+    def setup(self):
+        super().setup()
+        if self.gate_low_rank_dim < 1 or self.gate_logit_normalizer <= 0:
+            raise ValueError(
+                "gate_low_rank_dim must be >= 1 and gate_logit_normalizer > 0; got "
+                f"{self.gate_low_rank_dim} and {self.gate_logit_normalizer}"
+            )
+        self.gk_down = self._dense(self.gate_low_rank_dim)
+        self.gk_up = self._dense(self.d_model, use_bias=True)
+
+    def _gate(self, x):
+        return self._heads(jax.nn.log_sigmoid(self.gk_up(self.gk_down(x))) / self.gate_logit_normalizer)
+
+    def _mix(self, x, segment_ids):
+        q, k, v = self._qkv(x)
+        o = ops.gla(q, k, v, self._gate(x), **self._op_kwargs(segment_ids))
+        return self._finish(o, x)
+
+    def _mix_step(self, x_t, state):
+        q, k, v = self._qkv(x_t)
+        o, state = ops.gla_step(q, k, v, self._gate(x_t), state)
+        return self._finish(o, x_t), state
+
+    def init_state(self, batch_size):
+        """Zero state ``[batch, heads, head_dim, head_dim]``."""
+        return self._zeros(batch_size, self.head_dim)
+
+
+def _l2_normalize(x, eps=1e-6):
+    return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+
+@register("deltanet")
+class DeltaNet(_GatedOutput):
+    """DeltaNet (Schlag et al., 2021; Yang et al., 2024): delta-rule fast weights.
+
+    ``q``, ``k`` go through ``qk_activation`` (``"silu"`` or ``"identity"``)
+    and L2 normalisation, ``beta = sigmoid(x W_beta)`` per head; per-head
+    RMSNorm on the output, no output gate by default. State
+    ``[batch, heads, head_dim, head_dim]``.
+    """
+
+    qk_activation: str = "silu"
+    use_output_gate: bool = False
+
+    def setup(self):
+        super().setup()
+        if self.qk_activation not in ("silu", "identity"):
+            raise ValueError(f"qk_activation must be 'silu' or 'identity'; got {self.qk_activation!r}")
+        self.b_proj = self._dense(self.num_heads, use_bias=True)
+
+    def _qkvb(self, x):
+        q, k, v = self._qkv(x)
+        if self.qk_activation == "silu":
+            q, k = nn.silu(q), nn.silu(k)
+        return _l2_normalize(q), _l2_normalize(k), v, nn.sigmoid(self.b_proj(x))
+
+    def _mix(self, x, segment_ids):
+        q, k, v, beta = self._qkvb(x)
+        o = ops.delta_rule(q, k, v, beta, **self._op_kwargs(segment_ids))
+        return self._finish(o, x)
+
+    def _mix_step(self, x_t, state):
+        q, k, v, beta = self._qkvb(x_t)
+        o, state = ops.delta_rule_step(q, k, v, beta, state)
+        return self._finish(o, x_t), state
+
+    def init_state(self, batch_size):
+        """Zero state ``[batch, heads, head_dim, head_dim]``."""
+        return self._zeros(batch_size, self.head_dim)
