@@ -1,8 +1,13 @@
-"""Quickstart: a 2-layer attention model learns multi-query associative recall.
+"""Quickstart: a 2-layer attention-only model learns multi-query associative recall.
 
-Trains on a 2-core CPU in a couple of minutes, no download:
+MQAR (Zoology): 8 key-value pairs, then each key is queried once; the model
+must answer with its value. Reaches eval accuracy 1.0 on a 2-core CPU in about
+a minute, with no download:
 
     python experiments/train.py --config configs/quickstart.py --workdir /tmp/quickstart
+
+Any registered mixer can be swapped in, e.g. ``--config.model.mixer=gla``
+(see ``sequax.mixers.available()`` and ``configs/mixers/``).
 """
 
 from sequax.train.config import default_config
@@ -15,12 +20,15 @@ def get_config():
     config.model.d_model = 64
     config.model.num_layers = 2
     config.model.num_heads = 4
+    # Attention-only blocks: the induction circuit MQAR needs forms within a few
+    # hundred steps; with the gated MLP the same model plateaus far longer.
+    config.model.mlp_ratio = 0.0
     config.data.task = "mqar"
     config.data.task_kwargs = dict(vocab_size=64, seq_len=64, num_kv_pairs=8)
     config.train.num_steps = 1000
     config.train.batch_size = 64
     config.optimizer.learning_rate = 3e-3
     config.optimizer.warmup_steps = 50
-    config.eval.every = 250
+    config.eval.every = 200
     config.checkpoint.every = 500
     return config

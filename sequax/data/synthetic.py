@@ -66,7 +66,6 @@ class MQAR(Task):
             slots = rng.choice(num_slots, size=n, replace=False, p=weights)
             query_pos = context + 2 * slots
             inputs[i, query_pos] = keys
-            inputs[i, query_pos + 1] = values
             targets[i, query_pos] = values
             loss_mask[i, query_pos] = 1.0
         return {"inputs": inputs, "targets": targets, "loss_mask": loss_mask}

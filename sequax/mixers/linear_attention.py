@@ -6,6 +6,12 @@ from :mod:`sequax.ops.linear_attention` and projects back. All are causal by
 construction and recurrent: ``init_state(batch_size)`` and
 ``step(x_t, state)`` decode one token at a time and reproduce the parallel
 form. ``mode`` / ``chunk_size`` pick the op's algorithm for ``__call__``.
+
+Like flash-linear-attention's layers, ``q``, ``k`` and ``v`` pass through a
+short causal depthwise convolution and SiLU (``short_conv_size``, default 4;
+0 disables it). Linear attention has no notion of position, and this
+convolution is what lets it see the previous token, which associative recall
+needs. It respects ``segment_ids`` and is carried in the decoding state.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import jax.numpy as jnp
 
 from sequax.mixers.registry import register
 from sequax.ops import linear_attention as ops
+from sequax.ops.fftconv import causal_conv1d, causal_conv1d_step
 
 
 class _LinearMixer(nn.Module):
-    """Shared fields and projections; subclasses define ``_mix``/``_mix_step``/``init_state``."""
+    """Shared fields and projections; subclasses define ``_mix``, ``_mix_step`` and ``_init_mixer_state``."""
 
     d_model: int
     num_heads: int = 4
@@ -29,6 +36,7 @@ class _LinearMixer(nn.Module):
     dtype: Any = jnp.float32
     chunk_size: int = 64
     mode: str = "chunked"
+    short_conv_size: int = 4  # causal depthwise conv + SiLU on q, k, v (as fla); 0 disables
 
     @property
     def head_dim(self):
@@ -51,13 +59,41 @@ class _LinearMixer(nn.Module):
         self.k_proj = self._dense(self.d_model)
         self.v_proj = self._dense(self.d_model)
         self.o_proj = self._dense(self.d_model)
+        if self.short_conv_size < 0:
+            raise ValueError(f"short_conv_size must be >= 0 (0 disables it); got {self.short_conv_size}")
+        if self.short_conv_size:
+            bound = self.short_conv_size**-0.5
+            self.qkv_conv = self.param(
+                "qkv_conv",
+                lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
+                (self.short_conv_size, 3 * self.d_model),
+            )
 
     def _heads(self, y):
         """``[..., d_model]`` -> ``[..., heads, head_dim]``."""
         return y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))
 
-    def _qkv(self, x):
-        return tuple(self._heads(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
+    def _project(self, x):
+        return jnp.concatenate([p(x) for p in (self.q_proj, self.k_proj, self.v_proj)], axis=-1)
+
+    def _split(self, qkv):
+        return tuple(self._heads(y) for y in jnp.split(qkv, 3, axis=-1))
+
+    def _qkv(self, x, segment_ids=None):
+        """Per-head ``q, k, v`` ``[batch, length, heads, head_dim]`` (after the short conv)."""
+        qkv = self._project(x)
+        if self.short_conv_size:
+            kernel = self.qkv_conv.astype(qkv.dtype)
+            qkv = nn.silu(causal_conv1d(qkv, kernel, segment_ids=segment_ids))
+        return self._split(qkv)
+
+    def _qkv_step(self, x_t, conv_state):
+        """One token of :meth:`_qkv`: ``(q, k, v)`` ``[batch, heads, head_dim]`` and the conv state."""
+        qkv = self._project(x_t)
+        if self.short_conv_size:
+            qkv, conv_state = causal_conv1d_step(qkv, conv_state, self.qkv_conv.astype(qkv.dtype))
+            qkv = nn.silu(qkv)
+        return self._split(qkv), conv_state
 
     def _finish(self, o, x):
         """Per-head output ``[..., heads, head_dim]`` -> ``[..., d_model]``."""
@@ -71,13 +107,22 @@ class _LinearMixer(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be [batch, length, d_model={self.d_model}]; got shape {x.shape}")
         x = x.astype(jnp.dtype(self.dtype))
-        return self._mix(x, segment_ids)
+        q, k, v = self._qkv(x, segment_ids)
+        return self._mix(x, q, k, v, segment_ids)
+
+    def init_state(self, batch_size):
+        """``{"conv": [batch, short_conv_size - 1, 3 * d_model], "mixer": ...}``; see ``_init_mixer_state``."""
+        conv = jnp.zeros((batch_size, max(self.short_conv_size - 1, 0), 3 * self.d_model), jnp.dtype(self.dtype))
+        return {"conv": conv, "mixer": self._init_mixer_state(batch_size)}
 
     def step(self, x_t, state):
         """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], new_state)``."""
         if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
             raise ValueError(f"x_t must be [batch, d_model={self.d_model}]; got shape {x_t.shape}")
-        return self._mix_step(x_t.astype(jnp.dtype(self.dtype)), state)
+        x_t = x_t.astype(jnp.dtype(self.dtype))
+        (q, k, v), conv = self._qkv_step(x_t, state["conv"])
+        y, mixer = self._mix_step(x_t, q, k, v, state["mixer"])
+        return y, {"conv": conv, "mixer": mixer}
 
     def _zeros(self, batch_size, dk):
         return jnp.zeros((batch_size, self.num_heads, dk, self.head_dim), jnp.float32)
@@ -101,19 +146,17 @@ class LinearAttention(_LinearMixer):
         if self.feature_map not in ops.FEATURE_MAPS:
             raise ValueError(f"feature_map must be one of {', '.join(ops.FEATURE_MAPS)}; got {self.feature_map!r}")
 
-    def _mix(self, x, segment_ids):
-        q, k, v = self._qkv(x)
+    def _mix(self, x, q, k, v, segment_ids):
         o = ops.linear_attention(
             q, k, v, feature_map=self.feature_map, normalize=self.normalize, **self._op_kwargs(segment_ids)
         )
         return self._finish(o, x)
 
-    def _mix_step(self, x_t, state):
-        q, k, v = self._qkv(x_t)
+    def _mix_step(self, x_t, q, k, v, state):
         o, state = ops.linear_attention_step(q, k, v, state, feature_map=self.feature_map, normalize=self.normalize)
         return self._finish(o, x_t), state
 
-    def init_state(self, batch_size):
+    def _init_mixer_state(self, batch_size):
         """Zero state: ``S`` ``[batch, heads, head_dim, head_dim]``, or ``(S, z)`` when normalising."""
         s = self._zeros(batch_size, self.head_dim)
         return (s, s[..., 0]) if self.normalize else s
@@ -158,21 +201,19 @@ class Hedgehog(_LinearMixer):
             ops.hedgehog_feature_map(k, self.k_map_w.astype(k.dtype), self.k_map_b.astype(k.dtype)),
         )
 
-    def _mix(self, x, segment_ids):
-        q, k, v = self._qkv(x)
+    def _mix(self, x, q, k, v, segment_ids):
         fq, fk = self._features(q, k)
         if self.sow_distillation_loss:
             self.sow("intermediates", "distillation_loss", ops.hedgehog_distillation_loss(q, k, fq, fk))
         o = ops.linear_attention(fq, fk, v, normalize=True, **self._op_kwargs(segment_ids))
         return self._finish(o, x)
 
-    def _mix_step(self, x_t, state):
-        q, k, v = self._qkv(x_t)
+    def _mix_step(self, x_t, q, k, v, state):
         fq, fk = self._features(q, k)
         o, state = ops.linear_attention_step(fq, fk, v, state, normalize=True)
         return self._finish(o, x_t), state
 
-    def init_state(self, batch_size):
+    def _init_mixer_state(self, batch_size):
         """Zero ``(S [batch, heads, 2 m, head_dim], z [batch, heads, 2 m])``, ``m = feature_dim``."""
         s = self._zeros(batch_size, 2 * self._m)
         return s, s[..., 0]
@@ -211,17 +252,15 @@ class Retention(_GatedOutput):
     def _log_decay(self):
         return ops.retnet_log_decays(self.num_heads)
 
-    def _mix(self, x, segment_ids):
-        q, k, v = self._qkv(x)
+    def _mix(self, x, q, k, v, segment_ids):
         o = ops.retention(q, k, v, self._log_decay(), **self._op_kwargs(segment_ids))
         return self._finish(o, x)
 
-    def _mix_step(self, x_t, state):
-        q, k, v = self._qkv(x_t)
+    def _mix_step(self, x_t, q, k, v, state):
         o, state = ops.retention_step(q, k, v, self._log_decay(), state)
         return self._finish(o, x_t), state
 
-    def init_state(self, batch_size):
+    def _init_mixer_state(self, batch_size):
         """Zero state ``[batch, heads, head_dim, head_dim]``."""
         return self._zeros(batch_size, self.head_dim)
 
@@ -251,17 +290,15 @@ class GLA(_GatedOutput):
     def _gate(self, x):
         return self._heads(jax.nn.log_sigmoid(self.gk_up(self.gk_down(x))) / self.gate_logit_normalizer)
 
-    def _mix(self, x, segment_ids):
-        q, k, v = self._qkv(x)
+    def _mix(self, x, q, k, v, segment_ids):
         o = ops.gla(q, k, v, self._gate(x), **self._op_kwargs(segment_ids))
         return self._finish(o, x)
 
-    def _mix_step(self, x_t, state):
-        q, k, v = self._qkv(x_t)
+    def _mix_step(self, x_t, q, k, v, state):
         o, state = ops.gla_step(q, k, v, self._gate(x_t), state)
         return self._finish(o, x_t), state
 
-    def init_state(self, batch_size):
+    def _init_mixer_state(self, batch_size):
         """Zero state ``[batch, heads, head_dim, head_dim]``."""
         return self._zeros(batch_size, self.head_dim)
 
@@ -274,13 +311,13 @@ def _l2_normalize(x, eps=1e-6):
 class DeltaNet(_GatedOutput):
     """DeltaNet (Schlag et al., 2021; Yang et al., 2024): delta-rule fast weights.
 
-    ``q``, ``k`` go through ``qk_activation`` (``"silu"`` or ``"identity"``)
-    and L2 normalisation, ``beta = sigmoid(x W_beta)`` per head; per-head
+    ``q``, ``k`` go through ``qk_activation`` (``"silu"`` or ``"identity"``; the
+    short conv already ends in SiLU) and L2 normalisation, ``beta = sigmoid(x W_beta)`` per head; per-head
     RMSNorm on the output, no output gate by default. State
     ``[batch, heads, head_dim, head_dim]``.
     """
 
-    qk_activation: str = "silu"
+    qk_activation: str = "identity"  # the short conv already applies SiLU; "silu" without it
     use_output_gate: bool = False
 
     def setup(self):
@@ -289,22 +326,21 @@ class DeltaNet(_GatedOutput):
             raise ValueError(f"qk_activation must be 'silu' or 'identity'; got {self.qk_activation!r}")
         self.b_proj = self._dense(self.num_heads, use_bias=True)
 
-    def _qkvb(self, x):
-        q, k, v = self._qkv(x)
+    def _qkb(self, x, q, k):
         if self.qk_activation == "silu":
             q, k = nn.silu(q), nn.silu(k)
-        return _l2_normalize(q), _l2_normalize(k), v, nn.sigmoid(self.b_proj(x))
+        return _l2_normalize(q), _l2_normalize(k), nn.sigmoid(self.b_proj(x))
 
-    def _mix(self, x, segment_ids):
-        q, k, v, beta = self._qkvb(x)
+    def _mix(self, x, q, k, v, segment_ids):
+        q, k, beta = self._qkb(x, q, k)
         o = ops.delta_rule(q, k, v, beta, **self._op_kwargs(segment_ids))
         return self._finish(o, x)
 
-    def _mix_step(self, x_t, state):
-        q, k, v, beta = self._qkvb(x_t)
+    def _mix_step(self, x_t, q, k, v, state):
+        q, k, beta = self._qkb(x_t, q, k)
         o, state = ops.delta_rule_step(q, k, v, beta, state)
         return self._finish(o, x_t), state
 
-    def init_state(self, batch_size):
+    def _init_mixer_state(self, batch_size):
         """Zero state ``[batch, heads, head_dim, head_dim]``."""
         return self._zeros(batch_size, self.head_dim)

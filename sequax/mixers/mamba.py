@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from sequax.mixers.registry import register
 from sequax.ops.fftconv import causal_conv1d, causal_conv1d_step
-from sequax.ops.scan import MODES, segment_starts
+from sequax.ops.scan import MODES
 from sequax.ops.ssm.selective import selective_scan, selective_scan_step
 from sequax.ops.ssm.ssd import ssd, ssd_step
 
@@ -72,25 +72,6 @@ def dt_bias_init(dt_min=1e-3, dt_max=1e-1, floor=1e-4):
         return (dt + jnp.log(-jnp.expm1(-dt))).astype(dtype)
 
     return init
-
-
-def masked_causal_conv(u, k, segment_ids):
-    """:func:`causal_conv1d` that never reads across a segment boundary.
-
-    ``u`` ``[batch, length, channels]``, ``k`` ``[K, channels]`` (``k[0]`` is
-    lag 0), ``segment_ids`` ``[batch, length]`` -> ``[batch, length, channels]``
-    (float32 accumulation, ``u``'s dtype).
-    """
-    # Segments are maximal runs of equal ids; number them so that repeated ids
-    # in different runs stay distinct.
-    run = jnp.cumsum(segment_starts(segment_ids), axis=1)
-    length = u.shape[1]
-    y = jnp.zeros(u.shape, jnp.float32)
-    for lag in range(min(k.shape[0], length)):
-        shifted = jnp.pad(u, [(0, 0), (lag, 0), (0, 0)])[:, :length].astype(jnp.float32)
-        same = run == jnp.pad(run, [(0, 0), (lag, 0)], constant_values=-1)[:, :length]
-        y = y + jnp.where(same[..., None], shifted, 0.0) * k[lag].astype(jnp.float32)
-    return y.astype(u.dtype)
 
 
 def _short_conv(module, name, channels):
@@ -172,10 +153,7 @@ class Mamba(nn.Module):
         dtype = jnp.dtype(self.dtype)
         xs, z = jnp.split(self.in_proj(x), 2, axis=-1)
         kernel = self.conv_kernel.astype(dtype)
-        if segment_ids is None:
-            xs = causal_conv1d(xs, kernel)
-        else:
-            xs = masked_causal_conv(xs, kernel, segment_ids)
+        xs = causal_conv1d(xs, kernel, segment_ids=segment_ids)
         xs = jax.nn.silu(xs + self.conv_bias.astype(dtype))
         delta, B, C = self._ssm_inputs(xs)
         y = selective_scan(

@@ -124,7 +124,7 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
     return y.astype(u.dtype)
 
 
-def causal_conv1d(u, k):
+def causal_conv1d(u, k, *, segment_ids=None):
     """Short causal depthwise convolution, computed directly (no FFT).
 
     ``y[t] = sum_{s=0}^{min(t, K-1)} k[s] u[t-s]`` (same convention as
@@ -133,6 +133,8 @@ def causal_conv1d(u, k):
     Args:
       u: ``[batch, length, channels]``.
       k: ``[kernel_length, channels]``, cast to ``u``'s dtype.
+      segment_ids: optional ``[batch, length]`` ints; taps never reach across a
+        change of id (packed sequences), as if each segment were zero-padded.
 
     Returns:
       ``[batch, length, channels]`` in ``u``'s dtype (accumulated in float32).
@@ -142,6 +144,8 @@ def causal_conv1d(u, k):
     channels = u.shape[2]
     _check_kernel("k", k, channels)
     taps = k.shape[0]
+    if segment_ids is not None:
+        return _segmented_causal_conv1d(u, k, segment_ids)
     # conv_general_dilated correlates: out[t] = sum_j w[j] u[t + j - (K-1)] with
     # left padding K-1, so w is k reversed.
     w = k[::-1, None, :].astype(u.dtype)  # [K, 1, channels] in WIO layout
@@ -155,6 +159,24 @@ def causal_conv1d(u, k):
         precision=lax.Precision.HIGHEST,
         preferred_element_type=jnp.float32,
     )
+    return y.astype(u.dtype)
+
+
+def _segmented_causal_conv1d(u, k, segment_ids):
+    """:func:`causal_conv1d` one tap at a time, dropping taps from another segment."""
+    if segment_ids.shape != u.shape[:2]:
+        raise ValueError(f"segment_ids must have shape [batch, length]={u.shape[:2]}; got {segment_ids.shape}")
+    # Number the maximal runs of equal ids, so an id reused later stays a new segment.
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+    )
+    run = jnp.cumsum(starts, axis=1)
+    length = u.shape[1]
+    y = jnp.zeros(u.shape, jnp.float32)
+    for lag in range(min(k.shape[0], length)):
+        shifted = jnp.pad(u, [(0, 0), (lag, 0), (0, 0)])[:, :length].astype(jnp.float32)
+        same = run == jnp.pad(run, [(0, 0), (lag, 0)], constant_values=-1)[:, :length]
+        y = y + jnp.where(same[..., None], shifted, 0.0) * k[lag].astype(jnp.float32)
     return y.astype(u.dtype)
 
 
