@@ -9,5 +9,7 @@ from configs.quickstart import get_config as quickstart_config
 def get_config():
     config = quickstart_config()
     config.model.mixer = "gla"
-    config.model.mixer_kwargs = dict(gate_low_rank_dim=16, gate_logit_normalizer=16.0)
+    config.model.mixer_kwargs = dict(gate_low_rank_dim=16, gate_logit_normalizer=16.0, chunk_size=16)
+    config.optimizer.learning_rate = 1e-2  # passes 0.99 eval accuracy by step ~400 (3e-3: ~0.88 at 1000)
+    config.train.num_steps = 600
     return config

@@ -1,4 +1,11 @@
-"""cuDNN attention backend against the reference, on a GPU (bf16)."""
+"""cuDNN attention backend against the float32 reference and the bf16 reference, on a GPU.
+
+    python experiments/check_cudnn_attention.py
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 

@@ -1,6 +1,6 @@
 """Hyperparameter sweep for the MQAR quickstart (run on a GPU to pick the CPU defaults).
 
-    python benchmarks/quickstart_sweep.py OUT_DIR
+    python experiments/quickstart_sweep.py OUT_DIR
 """
 import json
 import os
