@@ -8,7 +8,7 @@ annotations do nothing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -113,7 +113,7 @@ def _np_gated(q, k, v, decay, s0, seg, z0=None, eps=1e-5):
         for h in range(heads):
             for t in range(time + 1):  # t == time: the final state
                 t_ = min(t, time - 1)
-                num, zsum, state, zstate = np.zeros(v.shape[-1]), np.zeros(dk), 0.0, 0.0
+                num, zsum, state = np.zeros(v.shape[-1]), np.zeros(dk), 0.0
                 for s in range(t_ + 1):
                     if runs[b, s] == runs[b, t_]:
                         w = np.prod(decay[b, s + 1 : t_ + 1, h], axis=0)
