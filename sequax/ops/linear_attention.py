@@ -427,23 +427,31 @@ def _delta_chunked(q, k, v, beta, state, scale, run, chunk_size):
     return _from_chunks(scale * o, t), state
 
 
-def _run_gated(q, k, v, g, step, *, scale, initial_state, return_state, segment_ids, mode, chunk_size):
-    """Shared driver for the ``S = exp(g) S + k^T v`` ops; ``step(q_t, k_t, v_t, g_t, S)``."""
+def _run(q, k, v, x, step, *, chunked, naive, scale, initial_state, return_state, segment_ids, mode,
+         chunk_size):
+    """Shared driver: ``x`` is the op's per-token extra (gate ``g`` or ``beta``);
+    ``chunked(q, k, v, x, state, scale, run, chunk_size)``, ``naive(q, k, v, x, state,
+    scale, resets)`` and ``step(q_t, k_t, v_t, x_t, S, scale)`` are its three forms."""
     _check_mode(mode, chunk_size)
     dtype = _compute_dtype(q, k, v)
     out_dtype = v.dtype
-    q, k, v, g = (jnp.asarray(x, dtype) for x in (q, k, v, g))
+    q, k, v, x = (jnp.asarray(a, dtype) for a in (q, k, v, x))
     batch, time, heads, dk = q.shape
     scale = _scale(scale, dk)
     state = _initial_state(initial_state, (batch, heads, dk, v.shape[-1]), dtype)
     run = _runs(segment_ids, batch, time)
     if mode == "chunked":
-        o, state = _gated_chunked(q, k, v, g, state, scale, run, chunk_size)
+        o, state = chunked(q, k, v, x, state, scale, run, chunk_size)
     elif mode == "naive":
-        o, state = _gated_naive(q, k, v, g, state, scale, _resets(run))
+        o, state = naive(q, k, v, x, state, scale, _resets(run))
     else:
-        o, state = _recurrent(lambda *a: step(*a, scale), (q, k, v, g), state, _resets(run))
+        o, state = _recurrent(lambda *a: step(*a, scale), (q, k, v, x), state, _resets(run))
     return _out(o, state, return_state, out_dtype)
+
+
+def _run_gated(q, k, v, g, step, **kwargs):
+    """The ``S = exp(g) S + k^T v`` ops; ``step(q_t, k_t, v_t, g_t, S, scale)``."""
+    return _run(q, k, v, g, step, chunked=_gated_chunked, naive=_gated_naive, **kwargs)
 
 
 # --------------------------------------------------------------------------- public ops
@@ -635,22 +643,11 @@ def delta_rule(
     """
     _check_qkv(q, k, v)
     _check_per_token("beta", beta, q.shape[:3])
-    _check_mode(mode, chunk_size)
-    dtype = _compute_dtype(q, k, v)
-    out_dtype = v.dtype
-    q, k, v, beta = (jnp.asarray(x, dtype) for x in (q, k, v, beta))
-    batch, time, heads, dk = q.shape
-    scale = _scale(scale, dk)
-    state = _initial_state(initial_state, (batch, heads, dk, v.shape[-1]), dtype)
-    run = _runs(segment_ids, batch, time)
-    if mode == "chunked":
-        o, state = _delta_chunked(q, k, v, beta, state, scale, run, chunk_size)
-    elif mode == "naive":
-        o, state = _delta_naive(q, k, v, beta, state, scale, _resets(run))
-    else:
-        step = lambda q_t, k_t, v_t, b_t, s: delta_rule_step(q_t, k_t, v_t, b_t, s, scale)
-        o, state = _recurrent(step, (q, k, v, beta), state, _resets(run))
-    return _out(o, state, return_state, out_dtype)
+    return _run(
+        q, k, v, beta, delta_rule_step, chunked=_delta_chunked, naive=_delta_naive, scale=scale,
+        initial_state=initial_state, return_state=return_state, segment_ids=segment_ids, mode=mode,
+        chunk_size=chunk_size,
+    )
 
 
 # --------------------------------------------------------------------------- Hedgehog
