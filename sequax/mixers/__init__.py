@@ -28,10 +28,11 @@ defining the class with the decorator.
 import importlib
 import pkgutil
 
+from sequax.mixers.decoding import decode
 from sequax.mixers.registry import MIXERS, register
 
 for _info in pkgutil.iter_modules(__path__):
-    if _info.name != "registry" and not _info.name.startswith("_"):
+    if _info.name not in ("registry", "decoding") and not _info.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
 
@@ -45,4 +46,4 @@ def get(name):
     return MIXERS.get(name)
 
 
-__all__ = ["available", "get", "register"]
+__all__ = ["available", "decode", "get", "register"]

@@ -1,5 +1,6 @@
 """Tests for the linear-attention mixers (sequax/mixers/linear_attention.py) and their configs."""
 
+import functools
 import importlib
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import sequax.mixers as mixers
+from sequax.mixers.decoding import decode
 
 NAMES = ("linear_attention", "hedgehog", "retention", "gla", "deltanet")
 B, T, D, H = 2, 67, 16, 2  # 67 decode steps; chunks of 16 with a padded tail
@@ -43,16 +45,7 @@ def _parallel(name, **kw):
 
 
 def _decode(module):
-    @jax.jit
-    def run(params, x):
-        def body(state, x_t):
-            y_t, state = module.apply(params, x_t, state, method="step")
-            return state, y_t
-
-        _, y = jax.lax.scan(body, module.init_state(B), jnp.swapaxes(x, 0, 1))
-        return jnp.swapaxes(y, 0, 1)
-
-    return run
+    return jax.jit(functools.partial(decode, module))
 
 
 def test_all_registered():

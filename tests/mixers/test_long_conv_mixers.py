@@ -5,6 +5,7 @@ times at most: one jitted function returns both the outputs and an input
 gradient, decoding is one jitted scan, and shape-only checks use eval_shape.
 """
 
+import functools
 import importlib
 
 import jax
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from sequax.mixers import get
+from sequax.mixers.decoding import decode as decode_steps
 from sequax.mixers.hyena import decay_window, filter_positions
 from sequax.ops.fftconv import multiscale_kernel, smooth_kernel, soft_threshold
 
@@ -42,19 +44,7 @@ class Built:
 
     def decode(self, x):
         """``step`` over every position of ``x``, inside one jitted scan."""
-        module = self.module
-
-        @jax.jit
-        def scan(variables, x):
-            state = module.apply(variables, x.shape[0], method="init_state")
-
-            def body(state, x_t):
-                y_t, state = module.apply(variables, x_t, state, method="step")
-                return state, y_t
-
-            return jnp.swapaxes(jax.lax.scan(body, state, jnp.swapaxes(x, 0, 1))[1], 0, 1)
-
-        return scan(self.variables, x)
+        return jax.jit(functools.partial(decode_steps, self.module))(self.variables, x)
 
 
 def _check_decode_and_causality(built, x):

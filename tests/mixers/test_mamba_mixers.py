@@ -1,5 +1,6 @@
 """Mamba and Mamba-2 blocks: decode == parallel, causality, packing, init, configs."""
 
+import functools
 import importlib
 import math
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from sequax.mixers import get
+from sequax.mixers.decoding import decode
 
 B, D, L = 2, 8, 64
 SMALL = {
@@ -42,18 +44,7 @@ def _build(name):
 
 def _decode(module, variables, x):
     """``step`` over every position of ``x`` inside one jitted ``lax.scan``."""
-
-    def run(variables, x):
-        state = module.apply(variables, x.shape[0], method="init_state")
-
-        def body(state, x_t):
-            y_t, state = module.apply(variables, x_t, state, method="step")
-            return state, y_t
-
-        _, ys = jax.lax.scan(body, state, jnp.swapaxes(x, 0, 1))
-        return jnp.swapaxes(ys, 0, 1)
-
-    return jax.jit(run)(variables, x)
+    return jax.jit(functools.partial(decode, module))(variables, x)
 
 
 def close(x, ref, rtol=1e-5):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sequax.mixers import available, get
+from sequax.mixers.decoding import decode as decode_steps
 from sequax.mixers.s5 import SSM_PARAM_NAMES
 
 B, D, L = 2, 4, 64
@@ -54,19 +55,7 @@ class Built:
         self.run = lambda x, segment_ids=None: run(self.variables, x, segment_ids)
 
     def decode(self, x):
-        module = self.module
-
-        @jax.jit
-        def scan(variables, x):
-            state = module.apply(variables, x.shape[0], method="init_state")
-
-            def body(state, x_t):
-                y_t, state = module.apply(variables, x_t, state, method="step")
-                return state, y_t
-
-            return jnp.swapaxes(jax.lax.scan(body, state, jnp.swapaxes(x, 0, 1))[1], 0, 1)
-
-        return scan(self.variables, x)
+        return jax.jit(functools.partial(decode_steps, self.module))(self.variables, x)
 
 
 @functools.lru_cache(maxsize=None)

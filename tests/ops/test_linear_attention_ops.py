@@ -7,7 +7,6 @@ whole file compiles only a handful of programs.
 import functools
 
 import jax
-import jax.numpy as jnp
 import jax.test_util
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ import os
 
 import jax
 import numpy as np
-import pytest
 
 from configs.quickstart import get_config
 from sequax.train import train_and_evaluate
