@@ -7,10 +7,10 @@ and is registered by name (``@register("name")``) so configs can pick it with
 The contract a mixer module follows:
 
 - Fields: ``d_model: int`` (required). The backbone also fills in ``num_heads``,
-  ``causal`` and ``dtype`` (the compute dtype) from ``config.model`` when the
+  ``causal``, ``dtype`` (the compute dtype) and ``backend`` from ``config.model`` when the
   mixer declares fields of those names; everything else comes from
   ``config.model.mixer_kwargs`` and must have a default.
-- ``__call__(x, *, segment_ids=None, deterministic=True)``: the parallel
+- ``__call__(x, *, segment_ids=None, deterministic=True, ...)``: the parallel
   (training) form. ``segment_ids`` ``[batch, length]`` int marks packed
   sequences; nothing may cross a segment boundary. Mixers that cannot honour
   ``segment_ids`` raise ``NotImplementedError`` when given them.
@@ -19,6 +19,18 @@ The contract a mixer module follows:
   token-by-token ``step`` reproduces the causal parallel form. Such mixers
   declare submodules in ``setup()`` so both methods share parameters; call
   them as ``module.apply(variables, x_t, state, method="step")``.
+- State in and out of the parallel form: every causal mixer's ``__call__``
+  also takes ``initial_state=None`` and ``return_state=False`` and then
+  returns ``(y, state)``, the state in ``init_state``'s layout. A sequence run
+  in pieces, each piece starting from the state the previous one returned,
+  equals the sequence run whole (chunked prefill, sequence shards). The state
+  remembers the segment id of the last token it saw, so a piece whose first
+  token starts a new packed segment does not inherit the previous segment
+  (``sequax.ops.segments.carry_state``).
+- ``backend`` (``config.model.backend``, or ``mixer_kwargs.backend`` to
+  override it per mixer) picks the implementation of the mixer's hot op and
+  ``mode`` its pure-JAX algorithm where it has several; see
+  :mod:`sequax.ops.dispatch`.
 - Parameters are float32; compute happens in ``dtype``.
 
 Every module in this package is imported on first use, so registering is just

@@ -83,7 +83,8 @@ class Attention(nn.Module):
     softcap: Optional[float] = None
     dropout_rate: float = 0.0
     use_bias: bool = False
-    backend: str = "auto"
+    backend: str = "auto"  # auto | xla | cudnn | pallas (sequax.ops.dispatch)
+    mode: Optional[str] = None  # pure-JAX algorithm: None | dense | blockwise
     decode_cache_size: int = 2048  # KV cache length without a window
     dtype: Any = jnp.float32
 
@@ -192,7 +193,7 @@ class Attention(nn.Module):
         window = normalize_window(self.window)
         common = dict(
             causal=self.causal, bias=self._bias_fn(), softcap=self.softcap, score=self.score,
-            softplus_train_len=self.softplus_train_len, backend=self.backend,
+            softplus_train_len=self.softplus_train_len, backend=self.backend, mode=self.mode,
             block_mask=self._block_mask(num_positions),
             dropout_rate=self.dropout_rate if dropout_rng is not None else 0.0,
         )

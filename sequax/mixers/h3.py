@@ -65,6 +65,7 @@ class H3(nn.Module):
     discretization: str = "zoh"
     dt_min: float = 1e-3
     dt_max: float = 1e-1
+    backend: str = "auto"  # fft_conv's: auto | xla | pallas
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -117,9 +118,10 @@ class H3(nn.Module):
         check_input(x, self.d_model)
         L = x.shape[1]
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        k = fft_conv(k, self.shift_kernel)
+        k = fft_conv(k, self.shift_kernel, backend=self.backend)
         kernel = s4d_kernel(self.Lambda, 1.0, self.C, self.log_dt, L, self.discretization)
-        s = fft_conv(self._outer(k, v), self._expand(kernel, 1), bias=self._expand(self.D, 0))
+        s = fft_conv(self._outer(k, v), self._expand(kernel, 1), bias=self._expand(self.D, 0),
+                     backend=self.backend)
         return self.out_proj(self._readout(q, s))
 
     def init_state(self, batch_size):

@@ -83,6 +83,7 @@ class Hyena(nn.Module):
     d_model: int
     causal: bool = True
     dtype: Any = jnp.float32
+    backend: str = "auto"  # fft_conv's: auto | xla | pallas
     order: int = 2
     max_length: int = 2048
     short_kernel_size: int = 3
@@ -149,7 +150,7 @@ class Hyena(nn.Module):
         h = self.filters(length, self.causal)
         z = v
         for i in range(self.order):
-            z = gates[i] * fft_conv(z, h[i], causal=self.causal, bias=self.D[i])
+            z = gates[i] * fft_conv(z, h[i], causal=self.causal, bias=self.D[i], backend=self.backend)
         return self.out_proj(z)
 
     def init_state(self, batch_size: int):

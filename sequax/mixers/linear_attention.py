@@ -16,7 +16,7 @@ needs. It respects ``segment_ids`` and is carried in the decoding state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -35,7 +35,8 @@ class _LinearMixer(nn.Module):
     causal: bool = True
     dtype: Any = jnp.float32
     chunk_size: int = 64
-    mode: str = "chunked"
+    mode: Optional[str] = None  # pure-JAX algorithm: None (chunked) | chunked | naive | recurrent
+    backend: str = "auto"  # auto | xla | pallas (sequax.ops.dispatch)
     short_conv_size: int = 4  # causal depthwise conv + SiLU on q, k, v (as fla); 0 disables
 
     @property
@@ -53,8 +54,8 @@ class _LinearMixer(nn.Module):
             )
         if self.num_heads < 1 or self.d_model % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} must divide d_model={self.d_model}; change one of them")
-        if self.mode not in ops.MODES:
-            raise ValueError(f"mode must be one of {', '.join(ops.MODES)}; got {self.mode!r}")
+        if self.mode is not None and self.mode not in ops.MODES:
+            raise ValueError(f"mode must be one of {', '.join(ops.MODES)} (or None); got {self.mode!r}")
         self.q_proj = self._dense(self.d_model)
         self.k_proj = self._dense(self.d_model)
         self.v_proj = self._dense(self.d_model)
@@ -100,7 +101,7 @@ class _LinearMixer(nn.Module):
         return self.o_proj(o.reshape(o.shape[:-2] + (self.d_model,)).astype(jnp.dtype(self.dtype)))
 
     def _op_kwargs(self, segment_ids):
-        return dict(segment_ids=segment_ids, mode=self.mode, chunk_size=self.chunk_size)
+        return dict(segment_ids=segment_ids, mode=self.mode, chunk_size=self.chunk_size, backend=self.backend)
 
     def __call__(self, x, *, segment_ids=None, deterministic=True):
         """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``."""

@@ -46,6 +46,7 @@ class _ExplicitLongConv(nn.Module):
     d_model: int
     causal: bool = True
     dtype: Any = jnp.float32
+    backend: str = "auto"  # fft_conv's: auto | xla | pallas
     max_length: int = 2048
 
     def setup(self):
@@ -71,7 +72,7 @@ class _ExplicitLongConv(nn.Module):
         taps = min(x.shape[1], self.max_length)  # longer lags never meet an input
         k_fwd, k_bwd = self.kernels()
         k = k_fwd[:taps] if self.causal else two_sided_kernel(k_fwd[:taps], k_bwd[:taps])
-        y = fft_conv(x.astype(self.dtype), k, causal=self.causal, bias=self.D)
+        y = fft_conv(x.astype(self.dtype), k, causal=self.causal, bias=self.D, backend=self.backend)
         return self._output(y)
 
     def init_state(self, batch_size: int):

@@ -91,8 +91,8 @@ class Mamba(nn.Module):
     ``[d_conv, d_inner]`` and ``conv_bias``, ``x_proj`` (``d_inner -> dt_rank +
     2 d_state``), ``dt_proj`` (``dt_rank -> d_inner``, no bias) and ``dt_bias``
     ``[d_inner]``, ``A_log`` ``[d_inner, d_state]`` (S4D-real: ``A = -(1..N)``),
-    ``D`` ``[d_inner]``, ``out_proj``. ``scan_mode``/``chunk_size`` pick the
-    selective-scan algorithm.
+    ``D`` ``[d_inner]``, ``out_proj``. ``mode``/``chunk_size`` pick the
+    pure-JAX selective-scan algorithm, ``backend`` the implementation.
     """
 
     d_model: int
@@ -100,7 +100,8 @@ class Mamba(nn.Module):
     d_conv: int = 4
     expand: int = 2
     dt_rank: Optional[int] = None
-    scan_mode: str = "associative"
+    mode: Optional[str] = None  # pure-JAX algorithm: None | sequential | associative | chunked
+    backend: str = "auto"  # auto | xla | pallas (sequax.ops.dispatch)
     chunk_size: int = 64
     dt_min: float = 1e-3
     dt_max: float = 1e-1
@@ -119,10 +120,8 @@ class Mamba(nn.Module):
         _check_causal("mamba", self.causal)
         for name in ("d_state", "d_conv", "expand", "chunk_size", "_dt_rank"):
             _check_positive(name.lstrip("_"), getattr(self, name))
-        if self.scan_mode not in MODES:
-            raise ValueError(
-                f"mixer_kwargs.scan_mode must be one of {MODES}; got {self.scan_mode!r}"
-            )
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"mixer_kwargs.mode must be one of {MODES} (or None); got {self.mode!r}")
         d, r, n = self.d_inner, self._dt_rank, self.d_state
 
         def dense(features, name, **kw):
@@ -158,8 +157,8 @@ class Mamba(nn.Module):
         delta, B, C = self._ssm_inputs(xs)
         y = selective_scan(
             xs, delta, -jnp.exp(self.A_log), B, C, self.D, z, delta_bias=self.dt_bias,
-            delta_softplus=True, mode=self.scan_mode, chunk_size=self.chunk_size,
-            segment_ids=segment_ids,
+            delta_softplus=True, mode=self.mode, chunk_size=self.chunk_size,
+            segment_ids=segment_ids, backend=self.backend,
         )
         return self.out_proj(y)
 
@@ -220,6 +219,8 @@ class Mamba2(nn.Module):
     chunk_size: int = 64
     dt_min: float = 1e-3
     dt_max: float = 1e-1
+    mode: Optional[str] = None  # pure-JAX SSD algorithm: None (chunked) | chunked | naive
+    backend: str = "auto"  # auto | xla | pallas (sequax.ops.dispatch)
     causal: bool = True
     dtype: Any = jnp.float32
 
@@ -295,7 +296,8 @@ class Mamba2(nn.Module):
         xbc = causal_conv1d(xbc, self.conv_kernel.astype(dtype))
         xbc = jax.nn.silu(xbc + self.conv_bias.astype(dtype))
         xh, B, C, dt = self._heads(xbc, dt)
-        y = ssd(xh, dt, -jnp.exp(self.A_log), B, C, chunk_size=self.chunk_size, D=self.D)
+        y = ssd(xh, dt, -jnp.exp(self.A_log), B, C, chunk_size=self.chunk_size, D=self.D, mode=self.mode,
+                backend=self.backend)
         return self._out(y, z)
 
     def init_state(self, batch_size):

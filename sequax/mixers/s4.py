@@ -108,13 +108,14 @@ def eigenvalues(module, Lambda0, shape):
     return jnp.minimum(re, MAX_REAL_PART) + 1j * im
 
 
-def ssm_conv(x, kernels, D, causal):
+def ssm_conv(x, kernels, D, causal, backend="auto"):
     """``y = K * x + D x``: causal with ``kernels[0]``; when not causal, plus the
     reverse-time convolution with ``kernels[1]``. Kernels ``[L, H]``; ``x``
-    ``[batch, L, H]``; FFTs in float32; returns ``x``'s dtype."""
+    ``[batch, L, H]``; FFTs in float32; returns ``x``'s dtype. ``backend`` is
+    :func:`~sequax.ops.fftconv.fft_conv`'s."""
     if causal:
-        return fft_conv(x, kernels[0], causal=True, bias=D)
-    return fft_conv(x, two_sided_kernel(kernels[0], kernels[1]), causal=False, bias=D)
+        return fft_conv(x, kernels[0], causal=True, bias=D, backend=backend)
+    return fft_conv(x, two_sided_kernel(kernels[0], kernels[1]), causal=False, bias=D, backend=backend)
 
 
 class GatedOutput(nn.Module):
@@ -161,6 +162,7 @@ class S4D(nn.Module):
     discretization: str = "zoh"
     dt_min: float = 1e-3
     dt_max: float = 1e-1
+    backend: str = "auto"  # fft_conv's: auto | xla | pallas
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -183,7 +185,7 @@ class S4D(nn.Module):
         kernels = [
             s4d_kernel(self.Lambda, 1.0, C, self.log_dt, L, self.discretization) for C in self.C
         ]
-        return self.out(ssm_conv(x, kernels, self.D, self.causal))
+        return self.out(ssm_conv(x, kernels, self.D, self.causal, self.backend))
 
     def init_state(self, batch_size):
         """Zero state ``[batch_size, d_model, d_state/2]`` complex64."""
@@ -224,6 +226,7 @@ class S4(nn.Module):
     l_max: int = 1024
     dt_min: float = 1e-3
     dt_max: float = 1e-1
+    backend: str = "auto"  # fft_conv's: auto | xla | pallas
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -254,7 +257,7 @@ class S4(nn.Module):
             s4_dplr_kernel(self.Lambda, self.P, self.B, C, self.log_dt, self.l_max)[:L]
             for C in self.C
         ]
-        return self.out(ssm_conv(x, kernels, self.D, self.causal))
+        return self.out(ssm_conv(x, kernels, self.D, self.causal, self.backend))
 
     def init_state(self, batch_size):
         """Zero state ``[batch_size, d_model, d_state]`` complex64 (all ``N`` states:

@@ -9,7 +9,7 @@ honoured: the state restarts at every segment boundary.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -45,6 +45,8 @@ class S5(nn.Module):
     discretization: str = "zoh"
     dt_min: float = 1e-3
     dt_max: float = 1e-1
+    mode: Optional[str] = None  # linear_scan's pure-JAX algorithm: None | sequential | associative | chunked
+    backend: str = "auto"  # linear_scan's (the complex scan runs on its pure-JAX path)
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -87,7 +89,8 @@ class S5(nn.Module):
         Lambda_bar, B_bar = self._discrete()
         C = self.C_tilde if not self.causal else self.C_tilde[0]
         y = s5_apply(
-            Lambda_bar, B_bar, C, self.D, x, bidirectional=not self.causal, segment_ids=segment_ids
+            Lambda_bar, B_bar, C, self.D, x, bidirectional=not self.causal, segment_ids=segment_ids,
+            mode=self.mode, backend=self.backend,
         )
         return self.out(y)
 

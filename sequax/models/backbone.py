@@ -15,8 +15,11 @@ import jax.numpy as jnp
 
 from sequax import mixers
 from sequax.models import heads as heads_lib
+from sequax.ops.dispatch import BACKENDS
 
-SHARED_MIXER_FIELDS = ("num_heads", "causal", "dtype")
+# config.model fields every mixer receives when it declares a field of that name
+# (mixer_kwargs override them): heads, causality, compute dtype, op backend.
+SHARED_MIXER_FIELDS = ("num_heads", "causal", "dtype", "backend")
 NORMS = {"rmsnorm": nn.RMSNorm, "layernorm": nn.LayerNorm}
 
 
@@ -113,6 +116,7 @@ class ModelSpec:
     dropout: float
     dtype: str
     tie_embeddings: bool
+    backend: str
 
 
 class SequenceModel(nn.Module):
@@ -130,7 +134,7 @@ class SequenceModel(nn.Module):
         self.embed = nn.Embed(s.vocab_size, s.d_model, name="embed")
         if s.position_embedding == "learned":
             self.pos_embed = nn.Embed(s.max_length, s.d_model, name="pos_embed")
-        shared = (("num_heads", s.num_heads), ("causal", s.causal), ("dtype", dtype))
+        shared = (("num_heads", s.num_heads), ("causal", s.causal), ("dtype", dtype), ("backend", s.backend))
         self.blocks = [
             Block(
                 d_model=s.d_model, mixer=s.mixer, mixer_kwargs=s.mixer_kwargs, shared=shared,
@@ -209,6 +213,8 @@ def build_model(model_config) -> SequenceModel:
             f"model.num_heads ({c.num_heads}) must divide model.d_model ({c.d_model}); "
             "change one of them"
         )
+    if c.backend not in BACKENDS:
+        raise ValueError(f"unknown model.backend {c.backend!r}; choose one of {BACKENDS}")
     try:
         jnp.dtype(c.dtype)
     except TypeError:
@@ -222,6 +228,7 @@ def build_model(model_config) -> SequenceModel:
         head=c.head, num_classes=int(c.num_classes), pooling=c.pooling,
         position_embedding=c.position_embedding, max_length=int(c.max_length), norm=c.norm,
         dropout=float(c.dropout), dtype=str(c.dtype), tie_embeddings=bool(c.tie_embeddings),
+        backend=str(c.backend),
     )
     # Reject unknown mixer options now, before any parameters exist.
     make_mixer(c.mixer, spec.d_model, {}, kwargs)

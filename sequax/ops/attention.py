@@ -42,10 +42,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-BACKENDS = ("auto", "reference", "xla", "cudnn", "blockwise")
+from sequax.ops.dispatch import BackendTable, check_mode
+
 SCORES = ("softmax", "softplus")
-# "auto" switches to the blockwise backend above this many logits per head.
+# Algorithms of the pure-JAX ("xla") backend: materialised logits, or online
+# softmax over tiles with O(length * block) memory.
+MODES = ("dense", "blockwise")
+# With mode=None the pure-JAX path switches to blockwise above this many logits per head.
 AUTO_BLOCKWISE_MIN_LOGITS = 4096 * 4096
+
+# Backends: "xla" (pure JAX: dense reference or blockwise), "cudnn" (through
+# jax.nn.dot_product_attention), "pallas" (pallas_kernels.flash_attention).
+ATTENTION = BackendTable("attention", {"gpu": ("cudnn", "pallas", "xla"), "tpu": ("pallas", "xla")})
 
 Window = Union[None, int, Tuple[int, int]]
 
@@ -513,23 +521,19 @@ def _check_inputs(q, k, v, bias, num_sinks, softcap):
         raise ValueError(f"softcap must be positive (or None), got {softcap}")
 
 
-def _unsupported(backend, *, q, positions, segment_ids, num_sinks, softcap, window, causal,
-                 block_mask, score, dropout_rate, return_lse) -> Optional[str]:
-    """Why ``backend`` cannot serve these options (``None`` if it can)."""
-    if backend in ("reference", "blockwise"):
-        return None
+def _cudnn_why_not(*, q, positions, segment_ids, num_sinks, softcap, window, causal, block_mask,
+                   score, dropout_rate, return_lse, mode, **_) -> Optional[str]:
+    """Why cuDNN cannot serve these options (``None`` if it can)."""
+    if mode is not None:
+        return f"cuDNN runs one fused algorithm; mode must be None, got {mode!r}"
     if score != "softmax":
-        return f"{backend} attention has no score={score!r}"
+        return f"cuDNN attention has no score={score!r}"
     if dropout_rate:
-        return f"{backend} attention has no dropout_rate"
+        return "cuDNN attention here has no dropout_rate"
     if return_lse:
-        return f"{backend} attention does not return the lse (return_lse=True)"
+        return "cuDNN attention does not return the lse (return_lse=True)"
     if softcap is not None:
-        return f"{backend} attention does not take softcap"
-    if backend == "xla":
-        return None
-    if jax.default_backend() != "gpu":
-        return "cuDNN attention needs a GPU"
+        return "cuDNN attention does not take softcap"
     if q.dtype not in (jnp.bfloat16, jnp.float16):
         return f"cuDNN attention needs bfloat16 or float16 inputs, got {q.dtype}"
     if q.shape[-1] > 128 or q.shape[-1] % 8:
@@ -544,6 +548,8 @@ def _unsupported(backend, *, q, positions, segment_ids, num_sinks, softcap, wind
         return "cuDNN attention does not take attention sinks"
     if window is not None and window[1] != 0 and not causal:
         return "cuDNN attention supports only left windows"
+    if jax.default_backend() != "gpu":
+        return "cuDNN attention needs a GPU"
     return None
 
 
@@ -560,6 +566,7 @@ def attention(
     num_sinks: int = 0,
     scale: Optional[float] = None,
     backend: str = "auto",
+    mode: Optional[str] = None,
     block_mask=None,
     positions=None,
     score: str = "softmax",
@@ -586,12 +593,17 @@ def attention(
       softcap: if set, logits become ``softcap * tanh(logits / softcap)``.
       num_sinks: keys at positions ``< num_sinks`` stay visible through any window.
       scale: logits scale, default ``head_dim ** -0.5``.
-      backend: ``"reference"`` (pure JAX, materialised), ``"blockwise"``
-        (online softmax, O(length * block) memory), ``"xla"`` / ``"cudnn"``
-        (through ``jax.nn.dot_product_attention``) or ``"auto"`` (cuDNN where
-        it can serve the inputs; else blockwise when ``q_len * kv_len >
-        AUTO_BLOCKWISE_MIN_LOGITS``; else XLA, else the reference). A backend
-        named explicitly that cannot serve the options raises ``ValueError``.
+      mode: the pure-JAX algorithm: ``"dense"`` (materialised logits, the
+        readable reference), ``"blockwise"`` (online softmax, O(length * block)
+        memory), or None (blockwise when ``q_len * kv_len >
+        AUTO_BLOCKWISE_MIN_LOGITS``, else dense). The fused backends refuse an
+        explicit mode.
+      backend: ``"xla"`` (pure JAX, every option), ``"cudnn"`` (through
+        ``jax.nn.dot_product_attention``), ``"pallas"`` (the flash kernel of
+        ``pallas_kernels``) or ``"auto"``: on a GPU cuDNN where it serves the
+        options, then the kernel, then XLA; on a TPU the kernel, then XLA; on a
+        CPU XLA (see :mod:`sequax.ops.dispatch`). A backend named explicitly
+        that cannot serve the options raises ``ValueError`` saying why.
       block_mask: ``(layout [q_blocks, kv_blocks] bool, block_size)``, see
         :func:`block_sparse_layout`.
       positions: ``(q_positions, kv_positions)``, int ``[len]`` or ``[batch,
@@ -622,8 +634,7 @@ def attention(
       ``[batch, q_len, heads, head_dim]`` in ``q``'s dtype, or ``(out, lse)``
       with ``return_lse``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    check_mode("attention", mode, MODES)
     _check_inputs(q, k, v, bias, num_sinks, softcap)
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
@@ -650,30 +661,29 @@ def attention(
                 f"than kv_len={kv_len} positions; make the layout ceil(kv_len / block_size) blocks a side"
             )
     q_seg, kv_seg = _split_segment_ids(segment_ids, q_len, kv_len)
-    q_pos, k_pos = _split_positions(positions, q_len, kv_len)
-    reasons = dict(
-        q=q, positions=positions, segment_ids=segment_ids, num_sinks=num_sinks, softcap=softcap,
-        window=window, causal=causal, block_mask=block_mask, score=score,
-        dropout_rate=dropout_rate, return_lse=return_lse,
+    if positions is not None:
+        _split_positions(positions, q_len, kv_len)  # validates them
+    args = dict(
+        causal=causal, window=window, segment_ids=None if q_seg is None else (q_seg, kv_seg),
+        bias=bias, softcap=softcap, num_sinks=num_sinks, scale=scale, block_mask=block_mask,
+        positions=positions, score=score, softplus_train_len=softplus_train_len,
+        dropout_rate=dropout_rate, dropout_rng=dropout_rng, return_lse=return_lse, mode=mode,
+        block_size=block_size,
     )
+    return ATTENTION(backend, dict(q=q, k=k, v=v, **args), q, k, v, **args)
 
-    if backend == "auto":
-        if _unsupported("cudnn", **reasons) is None:
-            backend = "cudnn"
-        elif q_len * kv_len > AUTO_BLOCKWISE_MIN_LOGITS:
-            backend = "blockwise"
-        elif _unsupported("xla", **reasons) is None:
-            backend = "xla"
-        else:
-            backend = "reference"
-    reason = _unsupported(backend, **reasons)
-    if reason is not None:
-        raise ValueError(f"backend={backend!r} cannot serve these inputs: {reason}; use backend='auto'")
 
-    if backend == "cudnn":
-        return _via_jax_nn(q, k, v, "cudnn", causal, window, None, _full_bias(bias, q_pos, k_pos), scale)
+def _attention_xla(q, k, v, *, causal, window, segment_ids, bias, softcap, num_sinks, scale,
+                   block_mask, positions, score, softplus_train_len, dropout_rate, dropout_rng,
+                   return_lse, mode, block_size):
+    """The pure-JAX backend on validated arguments (``segment_ids`` a (q, kv) pair or None)."""
+    q_len, kv_len = q.shape[1], k.shape[1]
+    q_seg, kv_seg = (None, None) if segment_ids is None else segment_ids
+    q_pos, k_pos = _split_positions(positions, q_len, kv_len)
+    if mode is None:
+        mode = "blockwise" if q_len * kv_len > AUTO_BLOCKWISE_MIN_LOGITS else "dense"
     mask_opts = dict(causal=causal, window=window, num_sinks=num_sinks, block_mask=block_mask)
-    if backend == "blockwise":
+    if mode == "blockwise":
         out, lse = _attention_blockwise(
             q, k, v, q_pos=q_pos, k_pos=k_pos, q_seg=q_seg, k_seg=kv_seg, mask_opts=mask_opts,
             bias=bias, softcap=softcap, scale=q.shape[-1] ** -0.5 if scale is None else scale,
@@ -682,19 +692,33 @@ def attention(
         )
         out = out.astype(q.dtype)
         return (out, lse) if return_lse else out
-
-    mask = attention_mask(
-        q_len, kv_len, segment_ids=None if q_seg is None else (q_seg, kv_seg),
-        positions=positions, **mask_opts,
-    )
-    bias = _full_bias(bias, q_pos, k_pos)
-    if backend == "xla":
-        return _via_jax_nn(q, k, v, "xla", False, None, mask, bias, scale)
+    mask = attention_mask(q_len, kv_len, segment_ids=segment_ids, positions=positions, **mask_opts)
     return attention_reference(
-        q, k, v, mask=mask, bias=bias, softcap=softcap, scale=scale, score=score,
-        softplus_train_len=softplus_train_len, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
-        return_lse=return_lse,
+        q, k, v, mask=mask, bias=_full_bias(bias, q_pos, k_pos), softcap=softcap, scale=scale,
+        score=score, softplus_train_len=softplus_train_len, dropout_rate=dropout_rate,
+        dropout_rng=dropout_rng, return_lse=return_lse,
     )
+
+
+def _attention_cudnn(q, k, v, *, causal, window, bias, scale, positions, **_):
+    """``jax.nn.dot_product_attention(implementation="cudnn")`` (options checked by its why_not)."""
+    q_pos, k_pos = _split_positions(positions, q.shape[1], k.shape[1])
+    bias = _full_bias(bias, q_pos, k_pos)
+    if bias is not None:
+        bias = bias.astype(q.dtype)
+    mask = None
+    is_causal = causal and q.shape[1] == k.shape[1]
+    if causal and not is_causal:
+        mask = attention_mask(q.shape[1], k.shape[1], causal=True, window=window)
+        window = None
+    return jax.nn.dot_product_attention(
+        q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
+        local_window_size=window, implementation="cudnn",
+    )
+
+
+ATTENTION.register("xla", _attention_xla)
+ATTENTION.register("cudnn", _attention_cudnn, _cudnn_why_not)
 
 
 def _full_bias(bias, q_pos, k_pos):
@@ -726,26 +750,3 @@ def combine_attention(out_a, lse_a, out_b, lse_b):
     out = (t(wa) * out_a.astype(jnp.float32) + t(wb) * out_b.astype(jnp.float32)) / t(safe)
     lse = jnp.where(total > 0, m + jnp.log(safe), -jnp.inf)
     return out, lse
-
-
-def _via_jax_nn(q, k, v, implementation, causal, window, mask, bias, scale):
-    """``jax.nn.dot_product_attention``; the XLA path receives a full mask."""
-    if bias is not None:
-        bias = bias.astype(q.dtype)
-    if implementation == "cudnn":
-        is_causal = causal and q.shape[1] == k.shape[1]
-        if causal and not is_causal:
-            mask = attention_mask(q.shape[1], k.shape[1], causal=True, window=window)
-            window = None
-        return jax.nn.dot_product_attention(
-            q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
-            local_window_size=window, implementation="cudnn",
-        )
-    out = jax.nn.dot_product_attention(
-        q, k.astype(q.dtype), v.astype(q.dtype), bias=bias, mask=mask, scale=scale,
-        implementation="xla",
-    )
-    if mask is not None:
-        # XLA spreads a row with no visible key uniformly; the contract says zeros.
-        out = out * jnp.any(mask, axis=-1)[:, 0, :, None, None].astype(out.dtype)
-    return out

@@ -31,12 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-BACKENDS = ("auto", "xla")
+from sequax.ops.dispatch import BackendTable
 
-
-def _check_backend(backend):
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+# Backends (sequax.ops.dispatch): "xla" (jnp.fft / lax.conv) and, for the long
+# convolution, "pallas" (pallas_kernels.fftconv: FFT as dense DFT matmuls).
+FFT_CONV = BackendTable("fft_conv", {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")})
+CAUSAL_CONV1D = BackendTable("causal_conv1d")
 
 
 def _check_sequence(name, u):
@@ -80,7 +80,8 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
         causal kernel left-padded with ``K-1`` zeros gives the causal result.
       bias: optional ``[channels]`` skip weight: ``bias * u`` is added to the
         output (the "D" term of state-space layers, i.e. extra weight on lag 0).
-      backend: ``"auto"`` or ``"xla"`` (both use ``jnp.fft`` for now).
+      backend: ``"auto"``, ``"xla"`` (``jnp.fft``) or ``"pallas"`` (see
+        :mod:`sequax.ops.dispatch`).
 
     Returns:
       ``[batch, length, channels]`` in ``u``'s dtype. The FFTs run in float32
@@ -88,7 +89,6 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
       ``>= length + K' - 1`` (``K'`` the taps that can reach the sequence), so
       the circular convolution never wraps around.
     """
-    _check_backend(backend)
     u, k = jnp.asarray(u), jnp.asarray(k)
     _check_sequence("u", u)
     length, channels = u.shape[1], u.shape[2]
@@ -96,17 +96,23 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
         raise ValueError(f"u must have length >= 1; got shape {u.shape}")
     _check_kernel("k", k, channels)
     _check_bias(bias, channels)
+    if not causal and k.shape[0] % 2 == 0:
+        raise ValueError(
+            f"k: a two-sided kernel (causal=False) needs an odd kernel_length so "
+            f"k[(K-1)//2] is lag zero; got K={k.shape[0]} (pad one zero tap)"
+        )
+    return FFT_CONV(backend, dict(u=u, k=k, causal=causal, bias=bias), u, k, causal=causal, bias=bias)
+
+
+def _fft_conv_xla(u, k, *, causal, bias):
+    """:func:`fft_conv` through ``jnp.fft`` on validated inputs."""
+    length = u.shape[1]
     uf, kf = u.astype(jnp.float32), k.astype(jnp.float32)
 
     if causal:
         kf = kf[:length]  # lags >= length never meet an input
         offset = 0
     else:
-        if k.shape[0] % 2 == 0:
-            raise ValueError(
-                f"k: a two-sided kernel (causal=False) needs an odd kernel_length so "
-                f"k[(K-1)//2] is lag zero; got K={k.shape[0]} (pad one zero tap)"
-            )
         centre = (k.shape[0] - 1) // 2
         reach = min(centre, length - 1)  # lags |m| >= length never meet an input
         kf = kf[centre - reach : centre + reach + 1]
@@ -124,7 +130,11 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
     return y.astype(u.dtype)
 
 
-def causal_conv1d(u, k, *, segment_ids=None):
+FFT_CONV.register("xla", _fft_conv_xla)
+FFT_CONV.register("pallas", "pallas_kernels.fftconv:fft_conv", "pallas_kernels.fftconv:why_not")
+
+
+def causal_conv1d(u, k, *, segment_ids=None, backend="auto"):
     """Short causal depthwise convolution, computed directly (no FFT).
 
     ``y[t] = sum_{s=0}^{min(t, K-1)} k[s] u[t-s]`` (same convention as
@@ -135,15 +145,21 @@ def causal_conv1d(u, k, *, segment_ids=None):
       k: ``[kernel_length, channels]``, cast to ``u``'s dtype.
       segment_ids: optional ``[batch, length]`` ints; taps never reach across a
         change of id (packed sequences), as if each segment were zero-padded.
+      backend: ``"auto"`` or ``"xla"`` (see :mod:`sequax.ops.dispatch`).
 
     Returns:
       ``[batch, length, channels]`` in ``u``'s dtype (accumulated in float32).
     """
     u, k = jnp.asarray(u), jnp.asarray(k)
     _check_sequence("u", u)
-    channels = u.shape[2]
-    _check_kernel("k", k, channels)
-    taps = k.shape[0]
+    _check_kernel("k", k, u.shape[2])
+    inputs = dict(u=u, k=k, segment_ids=segment_ids)
+    return CAUSAL_CONV1D(backend, inputs, u, k, segment_ids=segment_ids)
+
+
+def _causal_conv1d_xla(u, k, *, segment_ids):
+    """:func:`causal_conv1d` on validated inputs (direct convolution)."""
+    channels, taps = u.shape[2], k.shape[0]
     if segment_ids is not None:
         return _segmented_causal_conv1d(u, k, segment_ids)
     # conv_general_dilated correlates: out[t] = sum_j w[j] u[t + j - (K-1)] with
@@ -160,6 +176,9 @@ def causal_conv1d(u, k, *, segment_ids=None):
         preferred_element_type=jnp.float32,
     )
     return y.astype(u.dtype)
+
+
+CAUSAL_CONV1D.register("xla", _causal_conv1d_xla)
 
 
 def _segmented_causal_conv1d(u, k, segment_ids):

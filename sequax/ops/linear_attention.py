@@ -12,7 +12,8 @@ the conventions of flash-linear-attention (``chunk_linear_attn`` without
 normalisation, ``chunk_retention``, ``chunk_gla``, ``chunk_delta_rule``), so
 results compare one to one.
 
-Every op takes ``mode``:
+Every op takes ``mode`` (the pure-JAX algorithm; None means ``"chunked"``) and
+``backend`` (``"auto"``, ``"xla"`` or ``"pallas"``, see :mod:`sequax.ops.dispatch`):
 
 - ``"naive"``: a ``lax.scan`` over time written straight from the definition
   (the reference).
@@ -38,6 +39,8 @@ from typing import Callable, Optional, Union
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from sequax.ops.dispatch import BackendTable
 
 MODES = ("naive", "chunked", "recurrent")
 
@@ -79,8 +82,8 @@ def _check_per_token(name, x, want):
 
 
 def _check_mode(mode, chunk_size):
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)} (or None); got {mode!r}")
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
 
@@ -427,12 +430,24 @@ def _delta_chunked(q, k, v, beta, state, scale, run, chunk_size):
     return _from_chunks(scale * o, t), state
 
 
-def _run(q, k, v, x, step, *, chunked, naive, scale, initial_state, return_state, segment_ids, mode,
-         chunk_size):
+def _run(q, k, v, x, step, *, table, backend, chunked, naive, scale, initial_state, return_state,
+         segment_ids, mode, chunk_size):
     """Shared driver: ``x`` is the op's per-token extra (gate ``g`` or ``beta``);
     ``chunked(q, k, v, x, state, scale, run, chunk_size)``, ``naive(q, k, v, x, state,
-    scale, resets)`` and ``step(q_t, k_t, v_t, x_t, S, scale)`` are its three forms."""
+    scale, resets)`` and ``step(q_t, k_t, v_t, x_t, S, scale)`` are its three forms
+    on the pure-JAX backend; ``table`` dispatches to the others."""
     _check_mode(mode, chunk_size)
+    if initial_state is not None:
+        _check_per_token("initial_state", initial_state, q.shape[:1] + q.shape[2:] + v.shape[-1:])
+    if segment_ids is not None:
+        _runs(segment_ids, *q.shape[:2])  # validates the shape
+    args = dict(scale=scale, initial_state=initial_state, segment_ids=segment_ids, mode=mode,
+                chunk_size=chunk_size)
+    backend = table.resolve(backend, q=q, k=k, v=v, x=x, **args)
+    if backend != "xla":
+        o, state = table.get(backend)(q, k, v, x, return_state=True, **args)
+        return _out(o, state, return_state, v.dtype)
+    mode = mode or "chunked"
     dtype = _compute_dtype(q, k, v)
     out_dtype = v.dtype
     q, k, v, x = (jnp.asarray(a, dtype) for a in (q, k, v, x))
@@ -454,6 +469,25 @@ def _run_gated(q, k, v, g, step, **kwargs):
     return _run(q, k, v, g, step, chunked=_gated_chunked, naive=_gated_naive, **kwargs)
 
 
+# --------------------------------------------------------------------------- backends
+
+# Backends (sequax.ops.dispatch): "xla" (the naive / chunked / recurrent modes)
+# and "pallas" (pallas_kernels.linear_attention: the chunked form with the
+# intra-chunk work on tensor cores). The gated kernel serves linear attention,
+# retention and GLA alike: it takes the per-token log gate ``g`` ``[B, T, H, 1 or dk]``.
+_AUTO = {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")}
+LINEAR_ATTENTION = BackendTable("linear_attention", _AUTO)
+RETENTION = BackendTable("retention", _AUTO)
+GLA = BackendTable("gla", _AUTO)
+DELTA_RULE = BackendTable("delta_rule", _AUTO)
+for _table in (LINEAR_ATTENTION, RETENTION, GLA):
+    _table.register("xla", None)  # served by _run itself
+    _table.register("pallas", "pallas_kernels.linear_attention:gated", "pallas_kernels.linear_attention:why_not")
+DELTA_RULE.register("xla", None)
+DELTA_RULE.register("pallas", "pallas_kernels.linear_attention:delta_rule",
+                    "pallas_kernels.linear_attention:why_not_delta")
+
+
 # --------------------------------------------------------------------------- public ops
 
 
@@ -469,8 +503,9 @@ def linear_attention(
     initial_state=None,
     return_state: bool = False,
     segment_ids=None,
-    mode: str = "chunked",
+    mode: Optional[str] = None,
     chunk_size: int = 64,
+    backend: str = "auto",
 ):
     """Causal kernelized linear attention ``o_t = scale phi(q_t) sum_{s<=t} phi(k_s)^T v_s``.
 
@@ -484,7 +519,7 @@ def linear_attention(
       scale: defaults to ``dk' ** -0.5`` (it cancels when ``normalize``).
       initial_state: ``S`` ``[batch, heads, dk', dv]``, or ``(S, z)`` with
         ``z`` ``[batch, heads, dk']`` when ``normalize``; zeros if None.
-      return_state, segment_ids, mode, chunk_size: see the module docstring.
+      return_state, segment_ids, mode, chunk_size, backend: see the module docstring.
 
     Returns:
       ``o`` ``[batch, time, heads, dv]``, or ``(o, final_state)`` with the
@@ -496,7 +531,8 @@ def linear_attention(
     q, k = phi(q), phi(k)
     _check_qkv(q, k, v)
     g = jnp.zeros(q.shape[:3] + (1,), _compute_dtype(q, k, v))
-    kwargs = dict(scale=scale, return_state=True, segment_ids=segment_ids, mode=mode, chunk_size=chunk_size)
+    kwargs = dict(scale=scale, return_state=True, segment_ids=segment_ids, mode=mode, chunk_size=chunk_size,
+                  table=LINEAR_ATTENTION, backend=backend)
     if not normalize:
         step = lambda q_t, k_t, v_t, g_t, s, sc: linear_attention_step(q_t, k_t, v_t, s, scale=sc)
         o, state = _run_gated(q, k, v, g, step, initial_state=initial_state, **kwargs)
@@ -551,8 +587,9 @@ def retention(
     initial_state=None,
     return_state: bool = False,
     segment_ids=None,
-    mode: str = "chunked",
+    mode: Optional[str] = None,
     chunk_size: int = 64,
+    backend: str = "auto",
 ):
     """Retention (RetNet / Lightning attention): a fixed decay per head.
 
@@ -562,7 +599,7 @@ def retention(
       q, k: ``[batch, time, heads, dk]``; v: ``[batch, time, heads, dv]``.
       log_decay: ``[heads]`` (<= 0), e.g. :func:`retnet_log_decays`.
       scale, initial_state (``[batch, heads, dk, dv]``), return_state,
-      segment_ids, mode, chunk_size: see the module docstring.
+      segment_ids, mode, chunk_size, backend: see the module docstring.
 
     Returns:
       ``o`` ``[batch, time, heads, dv]``, or ``(o, final_state)``.
@@ -574,7 +611,7 @@ def retention(
     step = lambda q_t, k_t, v_t, g_t, s, sc: retention_step(q_t, k_t, v_t, log_decay, s, sc)
     return _run_gated(
         q, k, v, g, step, scale=scale, initial_state=initial_state, return_state=return_state,
-        segment_ids=segment_ids, mode=mode, chunk_size=chunk_size,
+        segment_ids=segment_ids, mode=mode, chunk_size=chunk_size, table=RETENTION, backend=backend,
     )
 
 
@@ -588,8 +625,9 @@ def gla(
     initial_state=None,
     return_state: bool = False,
     segment_ids=None,
-    mode: str = "chunked",
+    mode: Optional[str] = None,
     chunk_size: int = 64,
+    backend: str = "auto",
 ):
     """Gated linear attention: a data-dependent forget gate per key feature.
 
@@ -601,7 +639,7 @@ def gla(
       q, k: ``[batch, time, heads, dk]``; v: ``[batch, time, heads, dv]``.
       g: ``[batch, time, heads, dk]`` log gate (<= 0).
       scale, initial_state (``[batch, heads, dk, dv]``), return_state,
-      segment_ids, mode, chunk_size: see the module docstring.
+      segment_ids, mode, chunk_size, backend: see the module docstring.
 
     Returns:
       ``o`` ``[batch, time, heads, dv]``, or ``(o, final_state)``.
@@ -610,7 +648,7 @@ def gla(
     _check_per_token("g", g, q.shape)
     return _run_gated(
         q, k, v, g, gla_step, scale=scale, initial_state=initial_state, return_state=return_state,
-        segment_ids=segment_ids, mode=mode, chunk_size=chunk_size,
+        segment_ids=segment_ids, mode=mode, chunk_size=chunk_size, table=GLA, backend=backend,
     )
 
 
@@ -624,8 +662,9 @@ def delta_rule(
     initial_state=None,
     return_state: bool = False,
     segment_ids=None,
-    mode: str = "chunked",
+    mode: Optional[str] = None,
     chunk_size: int = 64,
+    backend: str = "auto",
 ):
     """DeltaNet: ``S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1})``, ``o_t = scale q_t S_t``.
 
@@ -636,7 +675,7 @@ def delta_rule(
       q, k: ``[batch, time, heads, dk]``; v: ``[batch, time, heads, dv]``.
       beta: ``[batch, time, heads]``.
       scale, initial_state (``[batch, heads, dk, dv]``), return_state,
-      segment_ids, mode, chunk_size: see the module docstring.
+      segment_ids, mode, chunk_size, backend: see the module docstring.
 
     Returns:
       ``o`` ``[batch, time, heads, dv]``, or ``(o, final_state)``.
@@ -646,7 +685,7 @@ def delta_rule(
     return _run(
         q, k, v, beta, delta_rule_step, chunked=_delta_chunked, naive=_delta_naive, scale=scale,
         initial_state=initial_state, return_state=return_state, segment_ids=segment_ids, mode=mode,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, table=DELTA_RULE, backend=backend,
     )
 
 

@@ -5,7 +5,7 @@ gives ``h -> a2 * (a1 * h + b1) + b2 = (a1 * a2) * h + (a2 * b1 + b2)``, so the
 pair operator ``(a1, b1) o (a2, b2) = (a1 * a2, a2 * b1 + b2)`` lets
 ``jax.lax.associative_scan`` compute every ``h_t`` in ``O(log length)`` depth.
 
-Three interchangeable modes:
+Three interchangeable modes (algorithms of the pure-JAX ``"xla"`` backend):
 
 - ``"sequential"``: ``lax.scan`` over time; the reference.
 - ``"associative"``: one parallel scan over the whole sequence; memory
@@ -14,6 +14,10 @@ Three interchangeable modes:
   a ``lax.scan`` carrying the state from chunk to chunk; the temporaries of
   the parallel scan exist for one chunk at a time (forward and backward,
   thanks to ``jax.checkpoint`` on the chunk body).
+
+Backends (:mod:`sequax.ops.dispatch`): ``"xla"`` (the modes above) and
+``"pallas"`` (:mod:`pallas_kernels.linear_scan`, real inputs, one fused pass
+forward and one backward).
 """
 
 from __future__ import annotations
@@ -24,8 +28,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sequax.ops.dispatch import BackendTable, check_mode as check_mode_name
+
 MODES = ("sequential", "associative", "chunked")
+DEFAULT_MODE = "associative"
 DEFAULT_CHUNK_SIZE = 128
+
+LINEAR_SCAN = BackendTable("linear_scan", {"gpu": ("xla",), "tpu": ("xla",)})
 
 
 def combine(left, right):
@@ -59,10 +68,9 @@ def segment_starts(segment_ids, *, reverse: bool = False):
     return jnp.concatenate([jnp.zeros_like(diff[:, :1]), diff], axis=1)
 
 
-def check_mode(mode: str, chunk_size) -> int:
-    """Validate ``mode``/``chunk_size``; return the chunk size to use."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+def check_mode(mode, chunk_size, op: str = "linear_scan") -> int:
+    """Validate ``mode`` (one of :data:`MODES` or None) and ``chunk_size``; return the chunk size."""
+    check_mode_name(op, mode, MODES)
     if chunk_size is None:
         return DEFAULT_CHUNK_SIZE
     if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
@@ -119,9 +127,10 @@ def linear_scan(
     initial_state=None,
     reverse: bool = False,
     segment_ids=None,
-    mode: str = "associative",
+    mode=None,
     chunk_size=None,
     return_state: bool = False,
+    backend: str = "auto",
 ):
     """All states of ``h_t = a_t * h_{t-1} + b_t`` along axis 1.
 
@@ -136,10 +145,13 @@ def linear_scan(
         state resets to zero where the id changes (in scan order), i.e.
         ``a_t = 0`` there. ``initial_state`` feeds only the first position
         in scan order.
-      mode: ``"sequential"``, ``"associative"`` or ``"chunked"``.
+      mode: ``"sequential"``, ``"associative"`` or ``"chunked"`` (the pure-JAX
+        algorithm); None: the backend's default (associative for ``"xla"``).
       chunk_size: chunk length for ``"chunked"`` (default 128; the tail is
         padded); ignored by the other modes.
       return_state: also return the final state (last in scan order).
+      backend: ``"auto"``, ``"xla"`` or ``"pallas"`` (see
+        :mod:`sequax.ops.dispatch`).
 
     Returns:
       ``h`` ``[batch, length, ...]`` in the common dtype of the inputs
@@ -164,14 +176,8 @@ def linear_scan(
     if not ok:
         raise ValueError(f"a {a.shape} must broadcast to b's shape {b.shape}")
     state_shape = b.shape[:1] + b.shape[2:]
-    dtypes = [a, b] if initial_state is None else [a, b, jnp.asarray(initial_state)]
-    out_dtype = jnp.result_type(*dtypes)
-    # Low-precision inputs (bfloat16, float16) are accumulated in float32.
-    dtype = jnp.promote_types(out_dtype, jnp.float32)
-    a = jnp.broadcast_to(a.astype(dtype), b.shape)
-    b = b.astype(dtype)
     if initial_state is not None:
-        initial_state = jnp.asarray(initial_state, dtype)
+        initial_state = jnp.asarray(initial_state)
         if initial_state.shape != state_shape:
             raise ValueError(
                 f"initial_state must be [batch, ...] = {state_shape} (b without its "
@@ -184,7 +190,24 @@ def linear_scan(
                 f"segment_ids must be [batch, length] = {b.shape[:2]}, "
                 f"got shape {segment_ids.shape}"
             )
+    args = dict(initial_state=initial_state, reverse=reverse, segment_ids=segment_ids)
+    backend = LINEAR_SCAN.resolve(backend, a=a, b=b, mode=mode, **args)
+    if backend != "xla":
+        return LINEAR_SCAN.get(backend)(a, b, return_state=return_state, **args)
+    h, final = _linear_scan_xla(a, b, mode=mode or DEFAULT_MODE, chunk_size=chunk_size, **args)
+    return (h, final) if return_state else h
 
+
+def _linear_scan_xla(a, b, *, initial_state, reverse, segment_ids, mode, chunk_size):
+    """The pure-JAX path on validated inputs; returns ``(h, final)``.
+
+    Low-precision inputs (bfloat16, float16) are accumulated in float32.
+    """
+    out_dtype = jnp.result_type(*([a, b] if initial_state is None else [a, b, initial_state]))
+    dtype = jnp.promote_types(out_dtype, jnp.float32)
+    a, b = jnp.broadcast_to(a.astype(dtype), b.shape), b.astype(dtype)
+    if initial_state is not None:
+        initial_state = jnp.asarray(initial_state, dtype)
     if reverse:
         a, b = jnp.flip(a, 1), jnp.flip(b, 1)
     if segment_ids is not None:
@@ -208,7 +231,10 @@ def linear_scan(
     h = h.astype(out_dtype)
     if reverse:
         h = jnp.flip(h, 1)
-    return (h, final) if return_state else h
+    return h, final
 
 
-__all__ = ["MODES", "check_mode", "combine", "linear_scan", "segment_starts"]
+LINEAR_SCAN.register("xla", _linear_scan_xla)
+LINEAR_SCAN.register("pallas", "pallas_kernels.linear_scan:linear_scan", "pallas_kernels.linear_scan:why_not")
+
+__all__ = ["LINEAR_SCAN", "MODES", "check_mode", "combine", "linear_scan", "segment_starts"]

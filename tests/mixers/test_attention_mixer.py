@@ -22,7 +22,7 @@ KEY = jax.random.PRNGKey(0)
 CONFIGS = {
     "rope_full": dict(decode_cache_size=L),
     "rope_window_sinks": dict(window=8, num_sinks=2),
-    "rope_lambda_capped": dict(window=(8, 0), num_sinks=2, max_distance=8, backend="blockwise"),
+    "rope_lambda_capped": dict(window=(8, 0), num_sinks=2, max_distance=8, mode="blockwise"),
     "rope_capped_no_window": dict(max_distance=10, rope_scaling="ntk", rope_scale_factor=2.0),
     "alibi_full": dict(positional="alibi", decode_cache_size=L),
     "alibi_window_sinks_capped": dict(positional="alibi", window=(6, 0), num_sinks=3, max_distance=12),
@@ -218,7 +218,7 @@ def test_step_refuses_non_causal():
 
 def test_lambda_capped_rope_gradients_are_finite():
     # Early queries have no far keys (lse -inf in the second pass); the merge must not leak NaN.
-    mixer = make(window=(8, 0), num_sinks=2, max_distance=8, backend="reference")
+    mixer = make(window=(8, 0), num_sinks=2, max_distance=8, mode="dense")
     variables = random_variables(mixer)
     grads = jax.jit(jax.grad(lambda v, x: jnp.sum(mixer.apply(v, x) ** 2), argnums=(0, 1)))(variables, X[:, :24])
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))

@@ -71,7 +71,7 @@ def test_decode_matches_parallel_and_is_causal(name):
 @pytest.mark.parametrize("mode", ["sequential", "chunked"])
 def test_mamba_scan_modes_agree(mode):
     _, variables, apply = _build("mamba")  # associative
-    other = get("mamba")(d_model=D, **{**SMALL["mamba"], "scan_mode": mode})
+    other = get("mamba")(d_model=D, **{**SMALL["mamba"], "mode": mode})
     x = _x()
     close(jax.jit(other.apply)(variables, x), apply(variables, x), rtol=1e-4)
 
@@ -135,8 +135,8 @@ def test_errors():
     for name in ("mamba", "mamba2"):
         with pytest.raises(ValueError, match="causal"):
             get(name)(d_model=D, causal=False).init(jax.random.PRNGKey(0), x)
-    with pytest.raises(ValueError, match="scan_mode"):
-        get("mamba")(d_model=D, scan_mode="fast").init(jax.random.PRNGKey(0), x)
+    with pytest.raises(ValueError, match="mode"):
+        get("mamba")(d_model=D, mode="fast").init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="head_dim"):
         get("mamba2")(d_model=D, head_dim=5).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="ngroups"):

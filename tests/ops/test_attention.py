@@ -119,11 +119,16 @@ def naive_opts(opts):
     return opts
 
 
+# The pure-JAX path's two algorithms, and auto.
+IMPLS = {"dense": dict(backend="xla", mode="dense"), "blockwise": dict(backend="xla", mode="blockwise"),
+         "auto": dict(backend="auto")}
+
+
 @functools.lru_cache(maxsize=None)
-def compiled(backend, case, block_size=(4, 8), return_lse=False):
+def compiled(impl, case, block_size=(4, 8), return_lse=False):
     opts = CASES[case]
-    extra = dict(block_size=block_size) if backend == "blockwise" else {}
-    return jax.jit(lambda q, k, v: attention(q, k, v, backend=backend, return_lse=return_lse, **opts, **extra))
+    return jax.jit(lambda q, k, v: attention(
+        q, k, v, return_lse=return_lse, block_size=block_size, **IMPLS[impl], **opts))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -133,9 +138,8 @@ def test_backends_match_naive(case):
     if "segment_ids" in opts:  # fully masked rows: exactly zero
         assert np.all(want[:, [2, 7]] == 0) and np.all(np.isneginf(want_lse[:, :, [2, 7]]))
     softmax = opts.get("score", "softmax") == "softmax"
-    backends = ["reference", "blockwise"] + (["xla"] if softmax and "softcap" not in opts else [])
-    for backend in backends:
-        lse_wanted = softmax and backend != "xla"
+    for backend in ("dense", "blockwise"):
+        lse_wanted = softmax
         got = compiled(backend, case, return_lse=lse_wanted)(Q, K, V)
         if lse_wanted:
             got, lse = got
@@ -147,7 +151,7 @@ def test_backends_match_naive(case):
 
 @pytest.mark.parametrize("block_size", [(5, 3), (16, 32)])
 def test_blockwise_block_sizes(block_size):
-    want = compiled("reference", "combo")(Q, K, V)
+    want = compiled("dense", "combo")(Q, K, V)
     got, lse = compiled("blockwise", "combo", block_size, True)(Q, K, V)
     np.testing.assert_allclose(got, want, atol=1e-5)
     _, want_lse = naive(Q, K, V, **CASES["combo"])
@@ -161,8 +165,8 @@ def test_mqa_and_explicit_positions():
     q_pos = np.arange(LQ) + 8
     opts = dict(causal=True, window=(6, 0), num_sinks=2, positions=(q_pos, k_pos))
     want, _ = naive(Q, k, v, **opts)
-    for backend in ("reference", "xla", "blockwise"):
-        got = jax.jit(lambda q, k, v: attention(q, k, v, backend=backend, block_size=(4, 8), **opts))(Q, k, v)
+    for backend in ("dense", "blockwise"):
+        got = jax.jit(lambda q, k, v: attention(q, k, v, **IMPLS[backend], block_size=(4, 8), **opts))(Q, k, v)
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=backend)
 
 
@@ -171,9 +175,9 @@ def test_dropout_matches_naive_with_the_same_mask():
     keep = np.asarray(jax.jit(attention_dropout_mask, static_argnums=range(1, 6))(rng, rate, B, H, LQ, LK))
     assert 0.6 < keep.mean() < 0.9
     want, _ = naive(Q, K, V, causal=True, keep=keep, dropout_rate=rate)
-    for backend in ("reference", "blockwise"):
+    for backend in ("dense", "blockwise"):
         fn = jax.jit(lambda q, k, v, rng: attention(
-            q, k, v, causal=True, dropout_rate=rate, dropout_rng=rng, backend=backend, block_size=(4, 8)))
+            q, k, v, causal=True, dropout_rate=rate, dropout_rng=rng, **IMPLS[backend], block_size=(4, 8)))
         np.testing.assert_allclose(fn(Q, K, V, rng), want, atol=1e-5, err_msg=backend)
     assert not np.allclose(fn(Q, K, V, jax.random.PRNGKey(4)), want)
 
@@ -184,10 +188,10 @@ def test_combine_attention_over_split_keys():
 
     @jax.jit
     def f(q, k, v):
-        full = attention(q, k, v, causal=True, return_lse=True, backend="reference")
+        full = attention(q, k, v, causal=True, return_lse=True, mode="dense")
         parts = [
             attention(q, k[:, sl], v[:, sl], causal=True, positions=(q_pos, np.arange(LK)[sl]),
-                      return_lse=True, backend="reference")
+                      return_lse=True, mode="dense")
             for sl in (slice(0, split), slice(split, LK))
         ]
         return full, combine_attention(*parts[0], *parts[1])
@@ -197,7 +201,7 @@ def test_combine_attention_over_split_keys():
     np.testing.assert_allclose(lse, full_lse, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["reference", "blockwise"])
+@pytest.mark.parametrize("backend", ["dense", "blockwise"])
 def test_causality_and_segment_isolation_in_gradients(backend):
     # d out[t] / d (q, k, v)[s] must be exactly zero for s > t or across segments.
     length = 8
@@ -205,7 +209,7 @@ def test_causality_and_segment_isolation_in_gradients(backend):
     seg = np.array([[0, 0, 0, 1, 1, 1, 1, 2]])
 
     def f(q, k, v):
-        return attention(q, k, v, causal=True, segment_ids=seg, backend=backend, block_size=3)
+        return attention(q, k, v, causal=True, segment_ids=seg, **IMPLS[backend], block_size=3)
 
     jac = jax.jit(jax.jacrev(f, argnums=(0, 1, 2)))(q, k, v)
     t, s = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")
@@ -217,7 +221,7 @@ def test_causality_and_segment_isolation_in_gradients(backend):
             assert np.all(per_pair[allowed & (s < t)] > 0.0), name
 
 
-@pytest.mark.parametrize("backend", ["reference", "blockwise"])
+@pytest.mark.parametrize("backend", ["dense", "blockwise"])
 def test_gradients(backend):
     q, k, v = Q[:1, :6], K[:1, :9], V[:1, :9]
     bias = BIAS[:1, :, :6, :9]
@@ -225,7 +229,7 @@ def test_gradients(backend):
     @jax.jit
     def f(q, k, v, bias):
         return attention(q, k, v, causal=True, window=(4, 0), num_sinks=1, softcap=3.0, bias=bias,
-                         backend=backend, block_size=(4, 4))
+                         **IMPLS[backend], block_size=(4, 4))
 
     check_grads(f, (q, k, v, bias), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
 
@@ -233,7 +237,7 @@ def test_gradients(backend):
 def test_blockwise_memory_stays_linear():
     length = 16384
     shape = jax.ShapeDtypeStruct((1, length, 1, 64), jnp.float32)
-    fn = jax.jit(lambda q, k, v: attention(q, k, v, causal=True, backend="blockwise", block_size=512))
+    fn = jax.jit(lambda q, k, v: attention(q, k, v, causal=True, mode="blockwise", block_size=512))
     temp = fn.lower(shape, shape, shape).compile().memory_analysis().temp_size_in_bytes
     full_matrix = length * length * 4
     assert temp < full_matrix / 16, temp
@@ -252,17 +256,21 @@ def test_auto_picks_blockwise_for_long_inputs(monkeypatch):
 
 
 def test_auto_falls_back_quietly_and_explicit_backends_refuse():
-    want = compiled("reference", "combo")(Q, K, V)
+    want = compiled("dense", "combo")(Q, K, V)
     np.testing.assert_allclose(compiled("auto", "combo")(Q, K, V), want, atol=1e-6)
-    with pytest.raises(ValueError, match="softcap"):
-        attention(Q, K, V, softcap=1.5, backend="xla")
-    with pytest.raises(ValueError, match="return_lse"):
-        attention(Q, K, V, return_lse=True, backend="xla")
-    with pytest.raises(ValueError, match="dropout_rate"):
-        attention(Q, K, V, dropout_rate=0.1, dropout_rng=jax.random.PRNGKey(0), backend="xla")
+    q16, k16, v16 = (x.astype(jnp.bfloat16) for x in (Q, K, V))
+    for option, match in (
+        (dict(softcap=1.5), "softcap"), (dict(return_lse=True), "return_lse"),
+        (dict(dropout_rate=0.1, dropout_rng=jax.random.PRNGKey(0)), "dropout_rate"),
+        (dict(mode="dense"), "mode"), (dict(segment_ids=(Q_SEG, K_SEG)), "segment_ids"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            attention(q16, k16, v16, backend="cudnn", **option)
+        # auto serves the same options quietly
+        attention(q16, k16, v16, backend="auto", **option)
     if jax.default_backend() != "gpu":
         with pytest.raises(ValueError, match="GPU"):
-            attention(Q, K, V, backend="cudnn")
+            attention(q16, k16, v16, backend="cudnn")
 
 
 def test_block_sparse_layout_and_mask():
@@ -291,6 +299,7 @@ def test_block_sparse_layout_and_mask():
         (dict(num_sinks=-1), "num_sinks"),
         (dict(softcap=0.0), "softcap"),
         (dict(backend="flash"), "backend"),
+        (dict(mode="flash"), "mode"),
         (dict(score="relu"), "score"),
         (dict(score="softplus", softplus_train_len=1), "softplus_train_len"),
         (dict(score="softplus", return_lse=True), "return_lse"),

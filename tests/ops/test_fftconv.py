@@ -178,7 +178,7 @@ def test_smooth_kernel():
         (lambda: fft_conv(np.zeros((B, L, C)), np.zeros((3, C + 1))), "k"),
         (lambda: fft_conv(np.zeros((B, L, C)), np.zeros((4, C)), causal=False), "k"),
         (lambda: fft_conv(np.zeros((B, L, C)), np.zeros((3, C)), bias=np.zeros(2)), "bias"),
-        (lambda: fft_conv(np.zeros((B, L, C)), np.zeros((3, C)), backend="pallas"), "backend"),
+        (lambda: fft_conv(np.zeros((B, L, C)), np.zeros((3, C)), backend="cufft"), "backend"),
         (lambda: causal_conv1d(np.zeros((B, L, C)), np.zeros((3,))), "k"),
         (lambda: causal_conv1d_step(np.zeros((B, C)), np.zeros((B, 3, C)), np.zeros((3, C))),
          "conv_state"),

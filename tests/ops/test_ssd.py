@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from sequax.ops.ssm import ssd, ssd_naive, ssd_step
+from sequax.ops.ssm import ssd, ssd_step
 
 B_, L, H, P, G, N = 2, 37, 4, 3, 2, 5  # 37 is a multiple of no chunk size tested
 
@@ -43,7 +43,7 @@ def close(x, ref, rtol=1e-5):
     np.testing.assert_allclose(np.asarray(x), ref, rtol=rtol, atol=rtol * np.abs(ref).max())
 
 
-naive = jax.jit(functools.partial(ssd_naive, return_state=True))
+naive = jax.jit(functools.partial(ssd, mode="naive", return_state=True))
 
 
 def test_naive_matches_numpy_loop():

@@ -150,8 +150,9 @@ def s5_apply(
     segment_ids=None,
     initial_state=None,
     return_state=False,
-    mode="associative",
+    mode=None,
     chunk_size=None,
+    backend="auto",
 ):
     """Run a discretised S5 SSM over a sequence with :func:`sequax.ops.scan.linear_scan`.
 
@@ -176,7 +177,8 @@ def s5_apply(
       initial_state: optional ``[batch, P2]`` complex state before the first
         position (causal only).
       return_state: also return the final state ``[batch, P2]`` (causal only).
-      mode, chunk_size: passed to ``linear_scan`` (``"associative"`` by default).
+      mode, chunk_size, backend: passed to ``linear_scan`` (its default mode is
+        ``"associative"``; the complex scan always takes its pure-JAX path).
 
     Returns:
       ``y`` ``[batch, L, H]`` in ``u``'s dtype; with ``return_state`` also the
@@ -195,7 +197,7 @@ def s5_apply(
     uf = u.astype(jnp.float32)
     Bu = jnp.einsum("ph,blh->blp", B_bar, uf.astype(jnp.complex64), precision=_HI)
     a = Lambda_bar[None, None, :]
-    scan = dict(segment_ids=segment_ids, mode=mode, chunk_size=chunk_size)
+    scan = dict(segment_ids=segment_ids, mode=mode, chunk_size=chunk_size, backend=backend)
     out = linear_scan(a, Bu, initial_state=initial_state, return_state=return_state, **scan)
     x, final = out if return_state else (out, None)
     C_fwd = C_tilde[0] if bidirectional else C_tilde

@@ -14,7 +14,8 @@ reference implementation). ``B`` and ``C`` are either shared by all channels
 (``[batch, length, groups, state]``). All math is float32; ``y`` comes back in
 ``u``'s dtype and the state stays float32.
 
-Modes: ``"sequential"`` (``lax.scan`` over time, the reference),
+Modes (algorithms of the pure-JAX ``"xla"`` backend): ``"sequential"``
+(``lax.scan`` over time, the reference),
 ``"associative"`` (builds all ``[batch, length, channels, state]`` states with
 :func:`sequax.ops.scan.linear_scan`), ``"chunked"`` (a ``lax.scan`` over chunks
 that only ever holds one chunk's states, in the forward and — by
@@ -29,9 +30,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sequax.ops.dispatch import BackendTable
 from sequax.ops.scan import check_mode, combine, linear_scan, segment_starts
 
 DEFAULT_CHUNK_SIZE = 64
+DEFAULT_MODE = "associative"
+
+# Backends (sequax.ops.dispatch): "xla" (the modes below) and "pallas"
+# (pallas_kernels.selective_scan: one fused pass, states never leave the chip).
+SELECTIVE_SCAN = BackendTable("selective_scan", {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")})
 
 
 def _per_channel(bc, channels):
@@ -113,9 +120,10 @@ def selective_scan(
     delta_softplus: bool = False,
     initial_state=None,
     return_state: bool = False,
-    mode: str = "associative",
+    mode=None,
     chunk_size=None,
     segment_ids=None,
+    backend: str = "auto",
 ):
     """The selective scan of Mamba (S6).
 
@@ -133,16 +141,19 @@ def selective_scan(
       delta_softplus: apply softplus to ``delta`` (after the bias).
       initial_state: optional ``[batch, channels, state]``; zeros if None.
       return_state: also return the final state.
-      mode: ``"sequential"``, ``"associative"`` or ``"chunked"``.
+      mode: ``"sequential"``, ``"associative"`` or ``"chunked"``: the pure-JAX
+        algorithm; None lets the backend choose (associative for ``"xla"``).
       chunk_size: chunk length for ``"chunked"`` (default 64).
       segment_ids: optional ``[batch, length]`` ints; the state resets to zero
         where the id changes (``initial_state`` feeds position 0).
+      backend: ``"auto"``, ``"xla"`` or ``"pallas"`` (see
+        :mod:`sequax.ops.dispatch`).
 
     Returns:
       ``y`` ``[batch, length, channels]`` in ``u``'s dtype, and with
       ``return_state`` the final state ``[batch, channels, state]`` (float32).
     """
-    chunk_size = check_mode(mode, DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size)
+    chunk_size = check_mode(mode, DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size, "selective_scan")
     u = jnp.asarray(u)
     if u.ndim != 3 or u.shape[1] == 0:
         raise ValueError(f"u must be [batch, length, channels] with length >= 1, got {u.shape}")
@@ -157,21 +168,36 @@ def selective_scan(
     C = _check_bc("C", jnp.asarray(C), (batch, length), channels, state)
     D = _check_vec("D", D, channels)
     delta_bias = _check_vec("delta_bias", delta_bias, channels)
-    h0 = jnp.zeros((batch, channels, state), jnp.float32)
     if initial_state is not None:
-        if jnp.shape(initial_state) != h0.shape:
+        if jnp.shape(initial_state) != (batch, channels, state):
             raise ValueError(
-                f"initial_state must be [batch, channels, state] = {h0.shape}, "
+                f"initial_state must be [batch, channels, state] = {(batch, channels, state)}, "
                 f"got {jnp.shape(initial_state)}"
             )
-        h0 = jnp.asarray(initial_state, jnp.float32)
+        initial_state = jnp.asarray(initial_state, jnp.float32)
     if segment_ids is not None and jnp.shape(segment_ids) != (batch, length):
         raise ValueError(
             f"segment_ids must be [batch, length] = {(batch, length)}, got {jnp.shape(segment_ids)}"
         )
 
+    args = dict(
+        D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, initial_state=initial_state,
+        return_state=return_state, mode=mode, chunk_size=chunk_size, segment_ids=segment_ids,
+    )
+    delta = jnp.asarray(delta)
+    return SELECTIVE_SCAN(backend, dict(u=u, delta=delta, A=A, B=B, C=C, **args), u, delta, A, B, C, **args)
+
+
+def _selective_scan_xla(u, delta, A, B, C, *, D, z, delta_bias, delta_softplus, initial_state,
+                        return_state, mode, chunk_size, segment_ids):
+    """The pure-JAX backend on validated inputs (``B``, ``C`` ``[b, l, groups, n]`` float32)."""
+    batch, length, channels = u.shape
+    mode = mode or DEFAULT_MODE
+    h0 = jnp.zeros((batch, channels, A.shape[1]), jnp.float32)
+    if initial_state is not None:
+        h0 = jnp.asarray(initial_state, jnp.float32)
     u32 = u.astype(jnp.float32)
-    delta = _delta(jnp.asarray(delta), delta_bias, delta_softplus)
+    delta = _delta(delta, delta_bias, delta_softplus)
     if mode == "associative":
         dA = jnp.exp(delta[..., None] * A)
         dBu = (delta * u32)[..., None] * _per_channel(B, channels)
@@ -192,6 +218,12 @@ def selective_scan(
             last, y = _chunked(h0, u32, delta, A, B, C, keep, chunk_size)
     y = _output(y, u32, D, z).astype(u.dtype)
     return (y, last) if return_state else y
+
+
+SELECTIVE_SCAN.register("xla", _selective_scan_xla)
+SELECTIVE_SCAN.register(
+    "pallas", "pallas_kernels.selective_scan:selective_scan", "pallas_kernels.selective_scan:why_not"
+)
 
 
 def _sequential(h0, u, delta, A, B, C, keep):

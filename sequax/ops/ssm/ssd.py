@@ -8,11 +8,11 @@ state]``)::
 
 Unrolled, ``y_i = sum_{j<=i} (C_i . B_j) exp(sum_{j<k<=i} dt_k A) dt_j x_j``: a
 masked "attention" ``(C B^T o L) (dt x)`` with the 1-semiseparable decay
-matrix ``L``. :func:`ssd` evaluates it blockwise (the SSD paper's chunked
-algorithm): quadratic attention-like matmuls inside chunks of ``chunk_size``,
-and a linear recurrence over one ``[head_dim, state]`` state per chunk
-between them. :func:`ssd_naive` runs the recurrence step by step (the
-reference) and :func:`ssd_step` is one step of it (decoding).
+matrix ``L``. :func:`ssd` with ``mode="chunked"`` evaluates it blockwise (the
+SSD paper's chunked algorithm): quadratic attention-like matmuls inside chunks
+of ``chunk_size``, and a linear recurrence over one ``[head_dim, state]`` state
+per chunk between them; ``mode="naive"`` runs the recurrence step by step (the
+reference). :func:`ssd_step` is one step of it (decoding).
 
 Heads are split evenly into ``groups`` sharing ``B`` and ``C`` (head ``h``
 uses group ``h // (heads // groups)``). Math is float32; outputs come back in
@@ -26,7 +26,15 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
+from sequax.ops.dispatch import BackendTable, check_mode
 from sequax.ops.scan import linear_scan
+
+MODES = ("chunked", "naive")
+DEFAULT_CHUNK_SIZE = 64
+
+# Backends (sequax.ops.dispatch): "xla" (the modes above) and "pallas"
+# (pallas_kernels.ssd: the chunked algorithm with tensor-core matmuls).
+SSD = BackendTable("ssd", {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")})
 
 
 def _check(x, dt, A, B, C, D, state, lead, state_name):
@@ -94,8 +102,9 @@ def _segsum(a):
     return jnp.cumsum(x, axis=-2)  # sum over k <= i
 
 
-def ssd(x, dt, A, B, C, *, chunk_size, D=None, initial_state=None, return_state=False):
-    """Chunked SSD (Mamba-2), any length.
+def ssd(x, dt, A, B, C, *, chunk_size=DEFAULT_CHUNK_SIZE, D=None, initial_state=None,
+        return_state=False, mode=None, backend="auto"):
+    """SSD (Mamba-2), any length.
 
     Args:
       x: ``[batch, length, heads, head_dim]``.
@@ -103,24 +112,40 @@ def ssd(x, dt, A, B, C, *, chunk_size, D=None, initial_state=None, return_state=
         already applied by the caller).
       A: ``[heads]`` negative scalar per head.
       B, C: ``[batch, length, groups, state]``; ``groups`` divides ``heads``.
-      chunk_size: chunk length (the tail is padded).
+      chunk_size: chunk length for ``mode="chunked"`` (the tail is padded).
       D: optional ``[heads]`` skip connection.
       initial_state: optional ``[batch, heads, head_dim, state]``.
       return_state: also return the final state.
+      mode: ``"chunked"`` or ``"naive"`` (the pure-JAX algorithm); None lets
+        the backend choose (chunked for ``"xla"``).
+      backend: ``"auto"``, ``"xla"`` or ``"pallas"`` (see
+        :mod:`sequax.ops.dispatch`).
 
     Returns:
       ``y`` ``[batch, length, heads, head_dim]`` in ``x``'s dtype, and with
       ``return_state`` the final float32 state ``[batch, heads, head_dim, state]``.
     """
-    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+    check_mode("ssd", mode, MODES)
+    if (chunk_size is None or isinstance(chunk_size, bool) or not float(chunk_size).is_integer()
+            or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    out_dtype = jnp.asarray(x).dtype
-    x, dt, A, B, C, D, h0 = _check(
-        x, dt, A, B, C, D, initial_state, ("batch", "length"), "initial_state"
-    )
-    batch, length, heads, head_dim = x.shape
-    if length == 0:
+    chunk_size = int(chunk_size)
+    _check(x, dt, A, B, C, D, initial_state, ("batch", "length"), "initial_state")
+    x, dt, A, B, C = (jnp.asarray(v) for v in (x, dt, A, B, C))
+    if x.shape[1] == 0:
         raise ValueError("x must have length >= 1")
+    args = dict(chunk_size=chunk_size, D=D, initial_state=initial_state, return_state=return_state, mode=mode)
+    return SSD(backend, dict(x=x, dt=dt, A=A, B=B, C=C, **args), x, dt, A, B, C, **args)
+
+
+def _ssd_xla(x, dt, A, B, C, *, chunk_size, D, initial_state, return_state, mode):
+    """The pure-JAX backend on validated inputs (float32 math)."""
+    out_dtype = x.dtype
+    x, dt, A, B, C, D, h0 = _check(x, dt, A, B, C, D, initial_state, ("batch", "length"), "initial_state")
+    if mode == "naive":
+        y, last = _ssd_naive(x, dt, A, B, C, D, h0, out_dtype)
+        return (y, last) if return_state else y
+    batch, length, heads, head_dim = x.shape
     groups, n = B.shape[-2:]
     r = heads // groups
     T = int(chunk_size)
@@ -169,15 +194,8 @@ def ssd(x, dt, A, B, C, *, chunk_size, D=None, initial_state=None, return_state=
     return (y, last.reshape(batch, heads, head_dim, n)) if return_state else y
 
 
-def ssd_naive(x, dt, A, B, C, *, D=None, initial_state=None, return_state=False):
-    """The SSD recurrence one step at a time (``lax.scan``); the reference for :func:`ssd`.
-
-    Same arguments and returns as :func:`ssd`, without ``chunk_size``.
-    """
-    out_dtype = jnp.asarray(x).dtype
-    x, dt, A, B, C, D, h0 = _check(
-        x, dt, A, B, C, D, initial_state, ("batch", "length"), "initial_state"
-    )
+def _ssd_naive(x, dt, A, B, C, D, h0, out_dtype):
+    """The SSD recurrence one step at a time (``lax.scan``): ``mode="naive"``, the reference."""
     if h0 is None:
         h0 = jnp.zeros(x.shape[:1] + x.shape[2:] + B.shape[-1:], jnp.float32)
 
@@ -189,8 +207,11 @@ def ssd_naive(x, dt, A, B, C, *, D=None, initial_state=None, return_state=False)
     y = jnp.moveaxis(y, 0, 1)
     if D is not None:
         y = y + D[:, None] * x
-    y = y.astype(out_dtype)
-    return (y, last) if return_state else y
+    return y.astype(out_dtype), last
+
+
+SSD.register("xla", _ssd_xla)
+SSD.register("pallas", "pallas_kernels.ssd:ssd", "pallas_kernels.ssd:why_not")
 
 
 def ssd_step(x_t, dt_t, A, B_t, C_t, state, D=None):
@@ -215,4 +236,4 @@ def ssd_step(x_t, dt_t, A, B_t, C_t, state, D=None):
     return y.astype(out_dtype), state
 
 
-__all__ = ["ssd", "ssd_naive", "ssd_step"]
+__all__ = ["MODES", "SSD", "ssd", "ssd_step"]
