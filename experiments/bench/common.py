@@ -1,0 +1,69 @@
+"""Shared benchmark helpers: device timing, forward+backward, compiled memory, JSON lines.
+
+Every figure a benchmark prints is a ratio measured in the same process (our
+kernel vs the pure-JAX path vs cuDNN / a PyTorch peer run by the same script):
+one JSON line per case, written with :func:`emit`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+import traceback
+from typing import Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+
+
+def emit(**record) -> None:
+    """Print one JSON line (flushed at once, so a killed run keeps what it measured)."""
+    print(json.dumps(record, default=str), flush=True)
+
+
+def device_kind() -> str:
+    return jax.devices()[0].device_kind
+
+
+def time_ms(fn: Callable, *args, warmup: int = 2, iters: int = 10) -> float:
+    """Median wall time of ``fn(*args)`` in milliseconds, synchronised on the result."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(iters):
+        tic = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append((time.perf_counter() - tic) * 1e3)
+    return statistics.median(times)
+
+
+def fwd_bwd(f: Callable, argnums):
+    """``(forward, forward+backward)`` jitted: the backward sums the outputs against a fixed cotangent."""
+    fwd = jax.jit(f)
+
+    def loss(*args):
+        out = f(*args)
+        leaves = jax.tree_util.tree_leaves(out)
+        return sum(jnp.sum(x.astype(jnp.float32) * 1e-3) for x in leaves)
+
+    both = jax.jit(jax.grad(loss, argnums=argnums))
+    return fwd, both
+
+
+def temp_bytes(jitted: Callable, *args) -> Optional[int]:
+    """Compiled temporary memory of ``jitted`` on ``args`` (None where XLA does not say)."""
+    try:
+        return int(jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - some backends report nothing
+        return None
+
+
+def run_case(name: str, measure: Callable[[], Dict], **info) -> None:
+    """Run ``measure()`` (returning a dict of figures) and emit it, or the error, as one line."""
+    try:
+        emit(case=name, device=device_kind(), **info, **measure())
+    except Exception as e:  # noqa: BLE001 - one failed case must not stop the others
+        emit(case=name, device=device_kind(), **info, error=f"{type(e).__name__}: {str(e)[:400]}")
+        traceback.print_exc(file=sys.stderr)
