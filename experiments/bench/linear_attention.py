@@ -1,0 +1,239 @@
+"""Linear-attention benchmark cases: the Pallas kernels (``backend="pallas"``) beside the pure-JAX
+chunked path and flash-linear-attention (a PyTorch peer in its own process), plus one GLA and one
+DeltaNet layer up to 1M tokens.
+
+One JSON line per case (``experiments.bench.common``); every ratio is taken against an anchor
+measured in the same run. ``python -m experiments.bench.linear_attention [--quick | --sweep]``.
+
+Ops and their fla peers: ``gla`` (``chunk_gla``), ``retention`` (``chunk_simple_gla``),
+``linear_attention`` (``chunk_linear_attn``, ``normalize=False``), ``delta_rule``
+(``chunk_delta_rule``). bf16 q, k, v; GLA's gate float32 ``log_sigmoid(.) / 16``; retention
+RetNet's per-head decays; DeltaNet L2-normalised q, k and ``beta = sigmoid(.)`` in bf16.
+
+Figures of merit, per token and head at head dim D = 128, chunk C = 64 (B2 T16384 H16: 524,288
+token-heads; B8 T2048 H16: 262,144):
+- FLOPs of the chunked algorithm (the usual count; forward + backward taken as 3x forward): gated
+  forward 2 C D (Q K^T) + 2 C D (A V) + 2 D^2 (Q h) + 2 D^2 (K^T V) = 98,304 -> 51.5 / 25.8
+  GFLOP, forward + backward 155 / 77 GFLOP. Delta rule forward 176,128 (K K^T, U, W, W h, K^T D,
+  Q K^T, P D, Q h) -> 92 / 46 GFLOP. The H200 bf16 matmul ceiling is ~790 TFLOP/s; these
+  kernels are latency- and exp-bound long before that (GLA's vector gates cost ~20 D
+  exponentials per token and head forward, ~50 D backward).
+- Minimal HBM traffic: forward reads q, k, v (+ g) and writes o: 1,024 B (+ 512 B GLA's f32 gate,
+  + 2 B DeltaNet's beta) -> GLA 805 MB, retention / linear attention 537 MB, DeltaNet 538 MB at
+  B2 T16384 (0.19 / 0.12 ms at ~4.3 TB/s); forward + backward also reads dO and writes dq, dk, dv
+  (+ dg): GLA 3,072 B -> 1.61 GB.
+The per-chunk states the chunked algorithm writes once (D^2 / C bf16 values per token and head,
+512 B) are not in the minimal figure.
+
+Targets (issue 10, H200): every kernel forward + backward >= 1.0x its fla counterpart
+(``fwd_bwd_speedup_vs_fla``); one GLA and one DeltaNet layer (d_model 1024, B1) forward + backward
+at 1M tokens (out of memory is reported as a result).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.bench.common import emit, fwd_bwd, run_case, temp_bytes, time_ms
+from sequax.ops import linear_attention as la
+
+SHAPES = ((2, 16384, 16, 128), (8, 2048, 16, 128))  # batch, time, heads, head dim
+CHUNK = 64
+OPS = ("gla", "retention", "linear_attention", "delta_rule")
+PEER_OF = {"gla": "gla", "retention": "simple_gla", "linear_attention": "linear_attn", "delta_rule": "delta_rule"}
+LAYER_LENGTHS = (16384, 131072, 1048576)
+PEER_TIMEOUT_S = 1200
+HBM_BYTES_PER_S = 4.3e12
+FWD_FLOPS = {"gla": 98304, "retention": 98304, "linear_attention": 98304, "delta_rule": 176128}
+FLOPS_PER_TOKEN_HEAD = {"fwd": FWD_FLOPS, "fwd_bwd": {op: 3 * f for op, f in FWD_FLOPS.items()}}  # D 128, C 64
+BYTES_PER_TOKEN_HEAD = {  # minimal traffic at D = 128 (module docstring)
+    "fwd": {"gla": 1536, "retention": 1024, "linear_attention": 1024, "delta_rule": 1026},
+    "fwd_bwd": {"gla": 3072, "retention": 2048, "linear_attention": 2048, "delta_rule": 2052},
+}
+
+
+def _inputs(op, batch, time, heads, dim, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    q, k, v = (jax.random.normal(key, (batch, time, heads, dim), jnp.float32) for key in keys[:3])
+    if op == "delta_rule":
+        q, k = (x / jnp.linalg.norm(x, axis=-1, keepdims=True) for x in (q, k))
+        beta = jax.nn.sigmoid(jax.random.normal(keys[3], (batch, time, heads))).astype(jnp.bfloat16)
+        return tuple(x.astype(jnp.bfloat16) for x in (q, k, v)) + (beta,)
+    q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    if op == "gla":
+        return q, k, v, jax.nn.log_sigmoid(jax.random.normal(keys[3], (batch, time, heads, dim))) / 16
+    if op == "retention":
+        return q, k, v, la.retnet_log_decays(heads)
+    return q, k, v
+
+
+def _op(op, backend, mode):
+    fn = getattr(la, op)
+
+    def f(*args):
+        return fn(*args, backend=backend, mode=mode, chunk_size=CHUNK)
+
+    return f
+
+
+def _measure(f, args, iters=10):
+    fwd, both = fwd_bwd(f, tuple(range(len(args))))
+    return dict(fwd_ms=time_ms(fwd, *args, iters=iters), fwd_bwd_ms=time_ms(both, *args, iters=iters),
+                fwd_temp_bytes=temp_bytes(fwd, *args), fwd_bwd_temp_bytes=temp_bytes(both, *args))
+
+
+def _max_diffs(args, op):
+    """Largest |pallas - xla| of the output and of each gradient, relative to max |xla| (a GPU check)."""
+    out = {}
+    pallas, xla = jax.jit(_op(op, "pallas", None)), jax.jit(_op(op, "xla", "chunked"))
+    a, b = (np.asarray(f(*args), np.float32) for f in (pallas, xla))
+    out["o_rel_diff_vs_xla"] = float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
+    _, gp = fwd_bwd(_op(op, "pallas", None), tuple(range(len(args))))
+    _, gx = fwd_bwd(_op(op, "xla", "chunked"), tuple(range(len(args))))
+    for i, (a, b) in enumerate(zip(gp(*args), gx(*args))):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        out[f"grad{i}_rel_diff_vs_xla"] = float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
+    return out
+
+
+def _figures(op, shape, r):
+    token_heads = shape[0] * shape[1] * shape[2]
+    for k in ("fwd", "fwd_bwd"):
+        r[f"{k}_tflops"] = FLOPS_PER_TOKEN_HEAD[k][op] * token_heads / r[f"{k}_ms"] / 1e9
+        r[f"{k}_gbps"] = BYTES_PER_TOKEN_HEAD[k][op] * token_heads / r[f"{k}_ms"] / 1e6
+        r[f"{k}_hbm_fraction"] = r[f"{k}_gbps"] * 1e9 / HBM_BYTES_PER_S
+    return r
+
+
+def _op_cases(shape, ops, peer_ops):
+    info = dict(shape=dict(zip("BTHD", shape)), dtype="bfloat16", chunk=CHUNK)
+    results = {}
+    for op in ops:
+        args = _inputs(op, *shape)
+        results[op] = {}
+        for path, (backend, mode) in (("xla", ("xla", "chunked")), ("pallas", ("pallas", None))):
+            def measure(op=op, path=path, backend=backend, mode=mode):
+                r = _figures(op, shape, _measure(_op(op, backend, mode), args))
+                if path == "pallas":
+                    r.update(_max_diffs(args, op))
+                    if "xla" in results[op]:
+                        for k in ("fwd_ms", "fwd_bwd_ms"):
+                            r[f"{k[:-3]}_speedup_vs_xla"] = results[op]["xla"][k] / r[k]
+                results[op][path] = r
+                return r
+
+            run_case(f"{op}/{path}", measure, **info)
+    if not peer_ops:
+        return
+    lines = _peer(shape, [PEER_OF[op] for op in peer_ops])
+    for line in lines:
+        emit(**line)
+    for op in peer_ops:
+        peer = next((x for x in lines if x.get("case") == f"peer/fla_chunk_{PEER_OF[op]}" and "fwd_ms" in x), None)
+        ours = results[op].get("pallas")
+        if peer and ours:
+            emit(case=f"{op}/pallas_vs_fla", **info, peer=f"chunk_{PEER_OF[op]}",
+                 fwd_speedup_vs_fla=peer["fwd_ms"] / ours["fwd_ms"],
+                 fwd_bwd_speedup_vs_fla=peer["fwd_bwd_ms"] / ours["fwd_bwd_ms"])
+
+
+def _peer(shape, ops):
+    """Run ``peers_linear_attention.py`` in its own process (PyTorch); its JSON lines, or one error line."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_linear_attention.py")
+    cmd = [sys.executable, script, "--shape", ",".join(map(str, shape)), "--ops", ",".join(ops)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PEER_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        lines = [json.loads(x) for x in (e.stdout or b"").decode(errors="replace").splitlines() if x.startswith("{")]
+        return lines + [dict(case="peer/fla", shape=dict(zip("BTHD", shape)),
+                             error=f"timed out after {PEER_TIMEOUT_S} s")]
+    lines = []
+    for raw in done.stdout.splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    if done.returncode != 0 or not lines:
+        lines.append(dict(case="peer/fla", error=f"exit {done.returncode}: {done.stderr[-600:]}"))
+    return lines
+
+
+def _layer_cases(lengths, mixers=("gla", "deltanet")):
+    """One GLA / DeltaNet layer (d_model 1024, default heads, B 1, bf16) forward + backward by length."""
+    from sequax.mixers import get
+
+    for mixer in mixers:
+        for length in lengths:
+            def measure(mixer=mixer, length=length):
+                module = get(mixer)(d_model=1024, dtype=jnp.bfloat16)
+                x = jax.random.normal(jax.random.PRNGKey(0), (1, length, 1024), jnp.bfloat16)
+                params = jax.jit(module.init)(jax.random.PRNGKey(1), x[:, :64])
+
+                def loss(params, x):
+                    return jnp.sum(module.apply(params, x).astype(jnp.float32) * 1e-3)
+
+                step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+                ms = time_ms(step, params, x, warmup=1, iters=3 if length >= 262144 else 10)
+                return dict(fwd_bwd_ms=ms, us_per_token=ms * 1e3 / length, temp_bytes=temp_bytes(step, params, x),
+                            num_heads=module.num_heads, backend=module.backend)
+
+            run_case(f"layer/{mixer}", measure, length=length, d_model=1024, batch=1, dtype="bfloat16")
+
+
+# Block-size rows for the Triton kernels (``sweep``): overrides of the device's table row.
+SWEEP = [dict(warps=w, bk=bk, state_bk=sb, state_bv=sb, delta_bv=dbv, delta_bk=dbk, stages_state=st)
+         for w, bk, sb, dbv, dbk, st in
+         [(8, 32, 64, 32, 128, 2), (4, 32, 64, 32, 128, 2), (8, 64, 64, 32, 128, 2), (4, 64, 64, 32, 64, 2),
+          (8, 32, 32, 16, 128, 2), (8, 32, 64, 64, 128, 2), (8, 32, 64, 32, 128, 1), (8, 32, 64, 32, 128, 3),
+          (8, 16, 64, 32, 64, 2)]]
+
+
+def _with_table(row, fn):
+    """``fn()`` with ``row`` overriding the kernel table's row for this device."""
+    from pallas_kernels.linear_attention import block_sizes as table
+
+    saved = dict(table.TABLE)
+    kind = jax.devices()[0].device_kind.lower()
+    key = next((k for k in table.TABLE if k != "default" and kind.startswith(k)), "default")
+    table.TABLE[key] = {**table.TABLE["default"], **table.TABLE[key], **row}
+    try:
+        return fn()
+    finally:
+        table.TABLE.clear()
+        table.TABLE.update(saved)
+
+
+def sweep(ops=("gla", "retention", "delta_rule")):
+    """One line per block-size row and op at B2 T16384 H16 D128 (forward and forward + backward)."""
+    shape = SHAPES[0]
+    for op in ops:
+        args = _inputs(op, *shape)
+        for row in SWEEP:
+            run_case(f"sweep/{op}", lambda row=row, op=op, args=args: _with_table(
+                row, lambda: _measure(_op(op, "pallas", None), args, iters=5)), **row)
+
+
+def run(quick: bool) -> None:
+    """All cases. ``quick``: the long shape with GLA's and DeltaNet's peers, layers at 16K and 1M."""
+    emit(case="linear_attention/setup", device=jax.devices()[0].device_kind, jax=jax.__version__, quick=quick)
+    if quick:
+        _op_cases(SHAPES[0], OPS, peer_ops=("gla", "delta_rule"))
+        _layer_cases((LAYER_LENGTHS[0], LAYER_LENGTHS[-1]))
+        return
+    for shape in SHAPES:
+        _op_cases(shape, OPS, peer_ops=OPS)
+    _layer_cases(LAYER_LENGTHS)
+
+
+if __name__ == "__main__":
+    if "--sweep" in sys.argv:
+        sweep()
+    else:
+        run(quick="--quick" in sys.argv)

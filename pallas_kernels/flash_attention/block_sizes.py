@@ -1,0 +1,55 @@
+"""Block sizes for the flash-attention kernels, per device kind and head dim.
+
+Triton rows (GPU): ``kernel: (block_q, block_k, num_warps, num_stages)`` for the
+forward (``fwd``), the dq kernel (``dq``: its key tiles are the inner loop) and
+the dk/dv kernel (``dkdv``: ``block_k`` key rows stay in registers while
+``block_q`` query tiles stream past). TPU rows: ``(block_q, block_k)`` per
+kernel (VMEM tiles; the MXU wants multiples of 128). Rows are looked up by the
+start of ``jax.devices()[0].device_kind`` (lower case); ``"cpu"`` serves interpret
+mode with small blocks so that short test sequences still span several tiles.
+
+Every block is a power of two >= 16; the api shrinks a block to the padded
+length of a short sequence and, with a block mask, to its block size.
+The H100/H200 rows follow the published Triton flash-attention tunings for
+Hopper (128-row query tiles, 64-key inner tiles at head dim 128, fewer rows at
+256 to stay within registers); `experiments/benchmark_attention.py --sweep`
+measures alternatives.
+"""
+
+import jax
+
+_HOPPER = {
+    64: dict(fwd=(128, 64, 4, 3), dq=(128, 64, 4, 3), dkdv=(64, 128, 4, 3)),
+    # head dim 128: measured on an H200 (benchmark_attention.py --sweep, 2026-12-02, BENCHMARKS.md)
+    128: dict(fwd=(128, 128, 8, 3), dq=(128, 128, 8, 2), dkdv=(64, 64, 4, 3)),
+    256: dict(fwd=(64, 64, 8, 2), dq=(64, 64, 8, 2), dkdv=(32, 64, 8, 2)),
+}
+_AMPERE = {
+    64: dict(fwd=(128, 64, 4, 3), dq=(128, 64, 4, 3), dkdv=(64, 128, 4, 3)),
+    128: dict(fwd=(128, 64, 4, 2), dq=(64, 64, 4, 2), dkdv=(64, 64, 4, 2)),
+    256: dict(fwd=(64, 32, 4, 2), dq=(64, 32, 4, 2), dkdv=(32, 64, 8, 1)),
+}
+_TPU = {d: dict(fwd=(512, 512), dq=(512, 512), dkdv=(512, 512)) for d in (64, 128, 256)}
+_CPU = {d: dict(fwd=(16, 16, 4, 1), dq=(16, 16, 4, 1), dkdv=(16, 16, 4, 1)) for d in (64, 128, 256)}
+
+TABLE = {
+    "nvidia h200": _HOPPER,
+    "nvidia h100": _HOPPER,
+    "nvidia gh200": _HOPPER,
+    "nvidia a100": _AMPERE,
+    "tpu": _TPU,
+    "cpu": _CPU,
+    "default": _AMPERE,
+}
+
+
+def block_sizes(head_dim: int, kind: str = None, **overrides):
+    """``{"fwd": row, "dq": row, "dkdv": row}`` for ``head_dim`` on device ``kind`` (default device).
+
+    ``head_dim`` is rounded up to a row of the table (64, 128 or 256);
+    ``overrides`` replace whole rows (``fwd=(64, 64, 4, 2)``).
+    """
+    kind = (kind or jax.devices()[0].device_kind).lower()
+    table = next((v for k, v in TABLE.items() if k != "default" and kind.startswith(k)), TABLE["default"])
+    dim = next(d for d in (64, 128, 256) if head_dim <= d or d == 256)
+    return {**table[dim], **{k: tuple(v) for k, v in overrides.items() if v is not None}}

@@ -1,0 +1,40 @@
+"""Block sizes for the linear-attention kernels, per device kind.
+
+Keys (GPU kernels):
+
+- ``state_bk``, ``state_bv``: the ``[dk, dv]`` tile of the state one program of a
+  sequential (chunk-walking) kernel carries for the gated recurrence;
+  ``delta_bv``: the ``dv`` tile of the delta-rule state (its ``dk`` is never
+  split: ``k S`` contracts over it).
+- ``bk``, ``bv``: feature tiles of the chunk-parallel gated kernels (loops over
+  feature blocks inside one program per chunk); ``delta_bk``: the delta rule's.
+- ``sub``: GLA's secondary chunk (diagonal blocks of the intra-chunk scores).
+- ``warps_state``, ``stages_state``: Triton launch parameters of the sequential
+  kernels (``stages`` > 1 pipelines the next chunk's loads); ``warps``: of the
+  chunk-parallel kernels. (Chosen from ``ptxas -v`` on the compiled kernels:
+  8 warps and 32-wide gated feature tiles keep the backward kernels at most a
+  few hundred bytes of spills per thread at head dim 128.)
+
+TPU kernels use ``tpu_bv`` (lane tile of ``dv``). Rows are looked up by the start
+of ``jax.devices()[0].device_kind`` (lower case); ``"default"`` serves every
+other device and interpret mode. ``chunk`` is the caller's ``chunk_size``.
+"""
+
+import jax
+
+TABLE = {
+    "nvidia h200": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
+                        stages_state=2),
+    "nvidia h100": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
+                        stages_state=2),
+    "tpu": dict(tpu_bv=128),
+    "default": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, sub=16, warps=8,
+                    warps_state=4, stages_state=2, tpu_bv=128),
+}
+
+
+def block_sizes(**overrides):
+    """The table row for the default device, with ``overrides`` (non-None) applied."""
+    kind = jax.devices()[0].device_kind.lower()
+    row = next((v for k, v in TABLE.items() if k != "default" and kind.startswith(k)), TABLE["default"])
+    return {**TABLE["default"], **row, **{k: v for k, v in overrides.items() if v is not None}}

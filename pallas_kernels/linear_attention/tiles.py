@@ -1,0 +1,106 @@
+"""In-kernel helpers shared by the linear-attention kernels (GPU and TPU bodies).
+
+Everything here works on values already loaded from refs: index grids, the
+float32-accumulating matmul, and the per-chunk segment masks.
+
+Segments reach a kernel as ``seg`` ``[chunk]`` int32: per token, the number of
+segment starts between the token before the chunk and the token itself (so 0
+marks the segment that entered the chunk, and the values never decrease).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax.numpy as jnp
+from jax import lax
+
+F32 = jnp.float32
+
+
+def rows(n):
+    """``[n, 1]`` int32 row index."""
+    return lax.broadcasted_iota(jnp.int32, (n, 1), 0)
+
+
+def cols(n):
+    """``[1, n]`` int32 column index."""
+    return lax.broadcasted_iota(jnp.int32, (1, n), 1)
+
+
+def dot(a, b, *, ta=False, tb=False):
+    """``a @ b`` (``a.T`` / ``b.T`` with ``ta`` / ``tb``), float32 accumulation.
+
+    Both operands must share a dtype: bfloat16 / float16 run on tensor cores
+    (the MXU on TPU); float32 asks for full precision (IEEE on Triton).
+    """
+    dims = (((0 if ta else 1,), (1 if tb else 0,)), ((), ()))
+    precision = lax.Precision.HIGHEST if a.dtype == F32 else None
+    return lax.dot_general(a, b, dims, precision=precision, preferred_element_type=F32)
+
+
+def last_row(x):
+    """The last row of ``x`` ``[C, d]`` as ``[d]`` (or the last entry of ``[C]``), by a masked sum."""
+    c = x.shape[0]
+    if x.ndim == 1:
+        return jnp.sum(jnp.where(lax.iota(jnp.int32, c) == c - 1, x, 0.0))
+    return jnp.sum(jnp.where(rows(c) == c - 1, x, 0.0), axis=0)
+
+
+def reverse_cumsum(x):
+    """Inclusive cumulative sum from the end along axis 0 (Triton lowers only the forward one)."""
+    return jnp.sum(x, axis=0, keepdims=True) - jnp.cumsum(x, axis=0) + x
+
+
+class Masks(NamedTuple):
+    """Segment masks of one chunk (all ``None`` without segments).
+
+    ``first`` ``[C, 1]``: the token is in the segment that entered the chunk (it
+    reads the carried state); ``to_last`` ``[C, 1]``: in the chunk's last segment
+    (it reaches the outgoing state); ``keep``: scalar bool, no segment starts in
+    the chunk (the carried state survives it); ``same`` ``[C, C]``: tokens i and
+    j share a segment.
+    """
+
+    first: Optional[jnp.ndarray]
+    to_last: Optional[jnp.ndarray]
+    keep: Optional[jnp.ndarray]
+    same: Optional[jnp.ndarray]
+
+
+NO_MASKS = Masks(None, None, None, None)
+
+
+def masks(seg):
+    """:class:`Masks` from ``seg`` ``[C]`` (see the module docstring), or none for ``None``."""
+    if seg is None:
+        return NO_MASKS
+    last = jnp.max(seg)
+    col = seg[:, None]
+    return Masks(col == 0, col == last, last == 0, col == seg[None, :])
+
+
+def where(mask, x, other=0.0):
+    """``jnp.where(mask, x, other)``, or ``x`` when there is no mask."""
+    return x if mask is None else jnp.where(mask, x, other)
+
+
+def both(a, b):
+    """``a & b`` where either may be ``None`` (no constraint)."""
+    if a is None:
+        return b
+    return a if b is None else a & b
+
+
+def inverse_unit_lower(lower):
+    """``(I + lower)^-1`` for a strictly lower-triangular ``[n, n]`` float32 tile (forward substitution)."""
+    n = lower.shape[0]
+    r, c = rows(n), cols(n)
+    lower_t = lower.T  # lower_t[m, i] = lower[i, m]
+
+    def row(i, t):
+        l_i = jnp.sum(jnp.where(c == i, lower_t, 0.0), axis=1, keepdims=True)  # [n, 1]: lower[i, m]
+        new = jnp.where(c == i, 1.0, 0.0) - jnp.sum(l_i * t, axis=0, keepdims=True)
+        return jnp.where(r == i, new, t)
+
+    return lax.fori_loop(1, n, row, (r == c).astype(F32))

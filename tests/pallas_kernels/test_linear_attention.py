@@ -1,0 +1,210 @@
+"""pallas_kernels.linear_attention against sequax.ops.linear_attention's pure-JAX modes.
+
+Marked `gpu`: interpreted on CPU, compiled on a GPU (`JAX_PLATFORMS=cuda pytest -m gpu`). Every
+numeric test is one jitted forward+backward per backend, so each kernel configuration compiles once.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels.linear_attention import api
+from sequax.ops import linear_attention as la
+
+pytestmark = pytest.mark.gpu
+
+RNG = np.random.default_rng(0)
+B, T, H, DK, DV = 2, 45, 2, 16, 24  # T: a partial last chunk; DV: padded to 32 inside the kernel
+SEGMENTS = np.zeros((B, T), np.int32)
+# Row 0: starts inside chunks, at a chunk boundary (32), a one-token segment (17), ids reused later
+# (0, 1, 0, ...: each change is a new segment). Row 1: one segment, fed by the initial state.
+SEGMENTS[0] = np.cumsum(np.isin(np.arange(T), [5, 17, 18, 32, 40])) % 2
+OPTIONS = {"initial_state": None, "segment_ids": jnp.asarray(SEGMENTS)}
+
+
+@pytest.fixture(autouse=True)
+def _float32_references():
+    """XLA runs float32 matmuls in TF32 on GPUs by default; a reference must be float32."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def _normal(*shape):
+    return jnp.asarray(RNG.normal(size=shape), jnp.float32)
+
+
+def _unit(x):
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+Q, K, V = _normal(B, T, H, DK), _normal(B, T, H, DK), _normal(B, T, H, DV)
+H0 = _normal(B, H, DK, DV)
+GATES = {
+    "gla": jax.nn.log_sigmoid(2.0 * _normal(B, T, H, DK) + 1.0),
+    "retention": jnp.log(jnp.asarray([0.9, 0.6])),
+    "linear_attention": None,
+    "delta_rule": jax.nn.sigmoid(_normal(B, T, H)),
+}
+COT_O, COT_S = _normal(B, T, H, DV), _normal(B, H, DK, DV)  # random cotangents for o and the final state
+
+
+def _inputs(op):
+    q, k = (_unit(Q), _unit(K)) if op == "delta_rule" else (Q, K)
+    return q, k, V, GATES[op], H0
+
+
+def _call(op, q, k, v, x, h0, *, backend, mode, chunk_size, segments):
+    kw = dict(initial_state=h0, return_state=True, backend=backend, mode=mode, chunk_size=chunk_size,
+              segment_ids=OPTIONS["segment_ids"] if segments else None)
+    if op == "linear_attention":
+        return la.linear_attention(q, k, v, **kw)
+    return getattr(la, op)(q, k, v, x, **kw)
+
+
+@functools.partial(jax.jit, static_argnames=("op", "backend", "mode", "chunk_size", "segments"))
+def _value_and_grads(q, k, v, x, h0, *, op, backend, mode, chunk_size, segments):
+    """``(o, final_state)`` and the gradients of a random linear functional of both."""
+
+    def loss(q, k, v, x, h0):
+        o, s = _call(op, q, k, v, x, h0, backend=backend, mode=mode, chunk_size=chunk_size, segments=segments)
+        return jnp.sum(o.astype(jnp.float32) * COT_O) + jnp.sum(s * COT_S), (o, s)
+
+    argnums = (0, 1, 2, 4) if x is None else (0, 1, 2, 3, 4)
+    (_, out), grads = jax.value_and_grad(loss, argnums=argnums, has_aux=True)(q, k, v, x, h0)
+    return out, grads
+
+
+def _assert_close(x, ref, tol, what):
+    x, ref = np.asarray(x, np.float32), np.asarray(ref, np.float32)
+    err = float(np.max(np.abs(x - ref)))
+    scale = float(np.max(np.abs(ref))) + 1e-30
+    assert np.all(np.isfinite(x)), f"{what}: non-finite values"
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol} x max|ref| ({scale:.3g})"
+
+
+def _compare(op, inputs, *, chunk_size, segments, tol=1e-4, modes=("naive", "chunked")):
+    kw = dict(op=op, chunk_size=chunk_size, segments=segments)
+    out, grads = _value_and_grads(*inputs, backend="pallas", mode=None, **kw)
+    names = ("o", "final_state", "dq", "dk", "dv") + ("dgate",) * (len(grads) == 5) + ("dh0",)
+    for mode in modes:
+        ref_out, ref_grads = _value_and_grads(*inputs, backend="xla", mode=mode, **kw)
+        for name, x, ref in zip(names, out + grads, ref_out + ref_grads):
+            _assert_close(x, ref, tol, f"{op} vs {mode}: {name}")
+
+
+@pytest.mark.parametrize(
+    "op, chunk_size, segments",
+    [("gla", 64, True), ("retention", 32, True), ("linear_attention", 32, False), ("delta_rule", 32, True),
+     ("delta_rule", 32, False)],
+)
+def test_forward_state_and_every_gradient_match_references(op, chunk_size, segments):
+    # initial_state in, final state out, a partial last chunk, padded dv; with segments: resets
+    # inside chunks, at a chunk boundary and one-token segments (checked against both pure-JAX modes).
+    _compare(op, _inputs(op), chunk_size=chunk_size, segments=segments,
+             modes=("naive", "chunked") if segments else ("naive",))
+
+
+def test_extreme_gates_stay_finite_and_exact():
+    # GLA without segments (the fast path) with log gates down to -30 per step and full forgets
+    # (-inf) for some features / whole tokens.
+    g = jnp.asarray(RNG.uniform(-30.0, 0.0, (B, T, H, DK)), jnp.float32)
+    g = g.at[0, 10, 0, :5].set(-jnp.inf).at[1, 33].set(-jnp.inf)
+    q, k, v, _, h0 = _inputs("gla")
+    _compare("gla", (q, k, v, g, h0), chunk_size=32, segments=False, modes=("naive",))
+
+
+@pytest.mark.parametrize("op", ["gla", "delta_rule"])
+def test_bfloat16_error_is_within_the_references_own(op):
+    """bf16 inputs: the kernel's error against the float32 reference stays within 3x the pure-JAX
+    path's own bf16 error (both see the same rounded inputs; the kernel also rounds its matmul
+    operands and per-chunk states to bf16, which measured 1.05-2x on these inputs)."""
+    q, k, v, x, h0 = _inputs(op)
+    q16, k16, v16 = (a.astype(jnp.bfloat16) for a in (q, k, v))
+    kw = dict(op=op, chunk_size=32, segments=False)
+    ref_out, ref_grads = _value_and_grads(q, k, v, x, h0, backend="xla", mode="naive", **kw)
+    own_out, own_grads = _value_and_grads(q16, k16, v16, x, h0, backend="xla", mode="naive", **kw)
+    out, grads = _value_and_grads(q16, k16, v16, x, h0, backend="pallas", mode=None, **kw)
+    assert out[0].dtype == jnp.bfloat16 and out[1].dtype == jnp.float32
+    for i, (x_, own, ref) in enumerate(zip(out + grads, own_out + own_grads, ref_out + ref_grads)):
+        ref = np.asarray(ref, np.float32)
+        own_err = float(np.max(np.abs(np.asarray(own, np.float32) - ref)))
+        err = float(np.max(np.abs(np.asarray(x_, np.float32) - ref)))
+        assert err <= 3.0 * own_err + 1e-6 * float(np.max(np.abs(ref))), (op, i, err, own_err)
+
+
+@pytest.mark.parametrize("op", ["gla", "retention", "delta_rule"])
+def test_tpu_kernels_interpreted_match_reference(op, monkeypatch):
+    # The Mosaic TPU kernels through the same api, run by Pallas' interpreter on this CPU.
+    if jax.default_backend() != "cpu":
+        pytest.skip("the TPU kernels run interpreted only on a CPU")
+    monkeypatch.setattr(api, "_platform", lambda: "tpu")
+    _value_and_grads.clear_cache()  # the kernel choice is made while tracing
+    try:
+        _compare(op, _inputs(op), chunk_size=32, segments=True, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
+
+
+# --------------------------------------------------------------------------- lowering without hardware
+
+
+@pytest.fixture
+def as_if_on_gpu(monkeypatch):
+    """Build the compiled (not interpreted) Triton kernels on this CPU-only machine."""
+    monkeypatch.setattr(api, "_platform", lambda: "gpu")
+    monkeypatch.setattr(api, "_interpret", lambda: False)
+
+
+@pytest.fixture
+def as_if_on_tpu(monkeypatch):
+    """Build the compiled Mosaic TPU kernels on this CPU-only machine."""
+    monkeypatch.setattr(api, "_platform", lambda: "tpu")
+    monkeypatch.setattr(api, "_interpret", lambda: False)
+
+
+def _lower_fwd_bwd(op, dtype, platform, segments):
+    b, t, h, d = 2, 256, 2, 128  # head dim and chunk of the benchmark (block sizes from the table)
+    q = jnp.ones((b, t, h, d), dtype)
+    x = {"gla": -jnp.ones((b, t, h, d)), "retention": -jnp.ones((b, t, h, 1)), "delta_rule": jnp.ones((b, t, h))}[op]
+    seg = jnp.zeros((b, t), jnp.int32) if segments else None
+    fn = api.delta_rule if op == "delta_rule" else api.gated
+
+    def loss(q, k, v, x):
+        o, s = fn(q, k, v, x, segment_ids=seg, chunk_size=64)
+        return jnp.sum(o.astype(jnp.float32)) + jnp.sum(s)
+
+    jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3))).trace(q, q, q, x).lower(lowering_platforms=(platform,))
+
+
+@pytest.mark.parametrize("op", ["gla", "retention", "delta_rule"])
+@pytest.mark.parametrize("dtype, segments", [(jnp.bfloat16, False), (jnp.float32, True)])
+def test_triton_kernels_lower_at_benchmark_block_sizes(op, dtype, segments, as_if_on_gpu):
+    _lower_fwd_bwd(op, dtype, "cuda", segments)
+
+
+@pytest.mark.parametrize("op", ["gla", "retention", "delta_rule"])
+@pytest.mark.parametrize("dtype, segments", [(jnp.bfloat16, True), (jnp.float32, False)])
+def test_tpu_kernels_lower_at_benchmark_block_sizes(op, dtype, segments, as_if_on_tpu):
+    _lower_fwd_bwd(op, dtype, "tpu", segments)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def test_why_not_refuses_what_the_kernels_cannot_do():
+    q, k, v, g, _ = _inputs("gla")
+    with pytest.raises(ValueError, match="mode=None or 'chunked'"):
+        la.gla(q, k, v, g, backend="pallas", mode="naive")
+    with pytest.raises(ValueError, match="chunk_size in"):
+        la.gla(q, k, v, g, backend="pallas", chunk_size=48)
+    with pytest.raises(ValueError, match="head dims up to"):
+        la.delta_rule(*(jnp.zeros((1, 4, 1, 512)),) * 3, jnp.zeros((1, 4, 1)), backend="pallas")
+    assert api.why_not(q, k, v, g, mode="chunked", chunk_size=64) is None
+    assert api.why_not_delta(q, k, v, GATES["delta_rule"], chunk_size=128) is None
+    assert "float" in api.why_not(q, k, v, g.astype(jnp.int32))
+    # auto never raises: it falls back to the pure-JAX path.
+    assert la.GLA.resolve("auto", q=q, k=k, v=v, x=g, scale=None, initial_state=None, segment_ids=None,
+                          mode=None, chunk_size=48) == "xla"
