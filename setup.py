@@ -9,8 +9,10 @@ setup(
     "for long-sequence models in JAX/Flax, with Pallas kernels and sequence sharding.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    url="https://github.com/sequax/sequax",  # the one place the repository URL is declared
     python_requires=">=3.10",
-    packages=find_packages(include=["sequax*", "pallas_kernels*"]),
+    # configs: the experiment configs, importable by name from anywhere (``configs.get("quickstart")``).
+    packages=find_packages(include=["sequax*", "pallas_kernels*", "configs", "configs.*"]),
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.10",
@@ -33,9 +35,13 @@ setup(
             "nbformat>=5.10",
             "ipykernel>=6.29",
         ],
+        # The TensorBoard app, for `tensorboard --logdir WORKDIR` (the trainer writes event files without it).
+        "tensorboard": ["tensorboard>=2.16"],
         "cuda": ["jax[cuda12]>=0.10.2"],
         "tpu": ["jax[tpu]>=0.10.2"],
-        "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.16"],
+        # Preparing TFDS datasets (LRA Text / Image); training reads them without TensorFlow
+        # (array-record: for datasets prepared in the ArrayRecord format).
+        "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.16", "array-record>=0.5"],
         "triton": ["jax-triton>=0.3"],
     },
 )

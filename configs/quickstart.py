@@ -1,13 +1,17 @@
 """Quickstart: a 2-layer attention-only model learns multi-query associative recall.
 
 MQAR (Zoology): 8 key-value pairs, then each key is queried once; the model
-must answer with its value. Reaches eval accuracy 1.0 on a 2-core CPU in about
-a minute, with no download:
+must answer with its value. No download:
 
     python experiments/train.py --config configs/quickstart.py --workdir /tmp/quickstart
 
-Any registered mixer can be swapped in, e.g. ``--config.model.mixer=gla``
-(see ``sequax.mixers.available()`` and ``configs/mixers/``).
+Measured on the 2-core CPU: 1000 steps, eval accuracy 1.0 at the end (0.997 at step 500, 0.24 at
+step 400), 98 s of CPU time: 95 s wall at load ~3, 781 s wall with the machine shared at load ~13.
+A 600-step budget was measured to stay at 0.24.
+
+Other mixers have their own tuned configs in ``configs/mixers/<name>.py``; swapping
+only ``config.model.mixer`` keeps this config's learning rate and shape, which
+suit attention.
 """
 
 from sequax.train.config import default_config

@@ -1,10 +1,14 @@
 """Train any sequax config.
 
     python experiments/train.py --config configs/quickstart.py --workdir /tmp/quickstart \
-        [--config.train.num_steps=200 ...]
+        [--config.train.num_steps=200 --config.model.mixer_kwargs.KEY=VALUE ...]
 
-The work lives in ``sequax.train.train_and_evaluate``; this script parses
-flags and turns configuration mistakes into one-line errors.
+``--config`` also takes a config name (``quickstart``, ``mixers/gla``), from
+any directory. The work lives in ``sequax.train.train_and_evaluate``; the
+command line (config names, overrides, one-line errors, exit statuses 0 / 1 /
+130 / 143) is ``sequax.experiments.cli``'s, shared by every experiment script.
+Running the same command again resumes from the workdir's newest intact
+checkpoint; on a finished workdir it changes nothing.
 """
 
 import os
@@ -12,53 +16,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
-flags.mark_flags_as_required(["config", "workdir"])
+from sequax.experiments import cli  # noqa: E402
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def train(config, workdir):
     from sequax.train import train_and_evaluate
 
-    try:
-        config = _CONFIG.value
-        config.keys()  # forces the lazy load
-    except OSError as e:  # config_flags defers file-loading errors to first access
-        sys.exit(f"error: cannot load --config: {_last_line(e)}")
-    try:
-        summary = train_and_evaluate(config, _WORKDIR.value)
-    except (ValueError, NotImplementedError) as e:
-        sys.exit(f"error: {e}")
-    summary.pop("state")
-    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    return train_and_evaluate(config, workdir)
 
 
-def _last_line(error) -> str:
-    """config_flags folds a whole traceback into its messages; the last line says what failed."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
-def parse_flags(argv):
-    """absl flag parsing with config-override mistakes as one-line errors."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"error: {_last_line(e)}; run with --helpfull for the flags")
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        overrides = [a for a in argv[1:] if a.startswith("--config.")]
-        sys.exit(
-            f"error: a --config override does not fit the config ({type(e).__name__}: {e}) in "
-            f"{' '.join(overrides) or 'the config file'}; check the key's spelling against "
-            "sequax/train/config.py and the value's type"
-        )
+def summary_line(summary, workdir):
+    """``step=1000 train_loss=... eval_accuracy=1 ...``: the summary's scalars on one line."""
+    summary = {k: v for k, v in summary.items() if k != "state"}
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.main(train, summary_line)

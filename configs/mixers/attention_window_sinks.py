@@ -1,6 +1,9 @@
 """Sliding-window attention with sinks and a distance cap (LM-Infinite) on the MQAR quickstart task.
 
     python experiments/train.py --config configs/mixers/attention_window_sinks.py --workdir /tmp/attention_window_sinks
+
+Measured on the 2-core CPU: 1000 steps, eval accuracy 0.998 by step 600, where the run was stopped
+(65 s of CPU time, 489 s wall with the machine shared at load ~19); 0.37 at step 500.
 """
 from configs.quickstart import get_config as quickstart_config
 

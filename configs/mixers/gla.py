@@ -1,6 +1,9 @@
 """Gated linear attention (data-dependent low-rank forget gate) on the MQAR quickstart task.
 
     python experiments/train.py --config configs/mixers/gla.py --workdir /tmp/gla
+
+Measured on the 2-core CPU: 600 steps, eval accuracy 0.98 by step 400, where the run was stopped
+(217 s of CPU time, 682 s wall with the machine shared at load ~15); 0.93 at step 250.
 """
 
 from configs.quickstart import get_config as quickstart_config

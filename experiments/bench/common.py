@@ -67,3 +67,23 @@ def run_case(name: str, measure: Callable[[], Dict], **info) -> None:
     except Exception as e:  # noqa: BLE001 - one failed case must not stop the others
         emit(case=name, device=device_kind(), **info, error=f"{type(e).__name__}: {str(e)[:400]}")
         traceback.print_exc(file=sys.stderr)
+
+
+def layer_fwd_bwd(mixer: str, length: int, d_model: int = 1024, **mixer_kwargs) -> Dict:
+    """One ``sequax.mixers`` layer (batch 1, bf16) forward + backward at ``length`` tokens.
+
+    Returns ``fwd_bwd_ms``, ``us_per_token`` and the compiled temporaries.
+    """
+    from sequax.mixers import get
+
+    module = get(mixer)(d_model=d_model, dtype=jnp.bfloat16, **mixer_kwargs)
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, length, d_model), jnp.bfloat16)
+    params = jax.jit(module.init)(jax.random.PRNGKey(1), x[:, :64])
+
+    def loss(params, x):
+        return jnp.sum(module.apply(params, x).astype(jnp.float32) * 1e-3)
+
+    step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    ms = time_ms(step, params, x, warmup=1, iters=3 if length >= 262144 else 10)
+    return dict(fwd_bwd_ms=ms, us_per_token=ms * 1e3 / length, temp_bytes=temp_bytes(step, params, x),
+                backend=getattr(module, "backend", None))

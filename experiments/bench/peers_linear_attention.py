@@ -13,31 +13,17 @@ refuses Triton < 3.7.1 on Hopper) is reported with ``runnable: false`` and its e
 
 from __future__ import annotations
 
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import argparse
-import json
-import statistics
 import traceback
 
+from torch_timing import emit, time_ms as _time_ms  # noqa: E402
+
 OPS = ("gla", "simple_gla", "linear_attn", "delta_rule")
-
-
-def emit(**record):
-    print(json.dumps(record, default=str), flush=True)
-
-
-def _time_ms(torch, fn, warmup=5, iters=20):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def _inputs(torch, op, shape):

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench.common import emit, fwd_bwd, run_case, temp_bytes, time_ms
+from experiments.bench.common import layer_fwd_bwd, emit, fwd_bwd, run_case, temp_bytes, time_ms
 from sequax.ops.ssm import selective_scan, ssd
 
 HBM_BYTES_PER_S = 4.3e12
@@ -182,24 +182,10 @@ def _peer_ssd(shape):
 
 def _layer_cases(lengths):
     """One Mamba / Mamba-2 layer (d_model 1024, B 1, bf16) forward + backward at growing length."""
-    from sequax.mixers import get
-
     for mixer in ("mamba", "mamba2"):
         for length in lengths:
-            def measure(mixer=mixer, length=length):
-                module = get(mixer)(d_model=1024, dtype=jnp.bfloat16)
-                x = jax.random.normal(jax.random.PRNGKey(0), (1, length, 1024), jnp.bfloat16)
-                params = jax.jit(module.init)(jax.random.PRNGKey(1), x[:, :64])
-
-                def loss(params, x):
-                    return jnp.sum(module.apply(params, x).astype(jnp.float32) * 1e-3)
-
-                step = jax.jit(jax.grad(loss, argnums=(0, 1)))
-                iters = 3 if length >= 262144 else 10
-                ms = time_ms(step, params, x, warmup=1, iters=iters)
-                return dict(fwd_bwd_ms=ms, us_per_token=ms * 1e3 / length, temp_bytes=temp_bytes(step, params, x))
-
-            run_case(f"layer/{mixer}", measure, length=length, d_model=1024, batch=1, dtype="bfloat16")
+            run_case(f"layer/{mixer}", lambda mixer=mixer, length=length: layer_fwd_bwd(mixer, length),
+                     length=length, d_model=1024, batch=1, dtype="bfloat16")
 
 
 # Block-size rows for the Triton kernels (``sweep``): overrides of the device's table row.

@@ -34,17 +34,13 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.platform import platform as _platform
 from pallas_kernels.fftconv import pallas_gpu, pallas_tpu
 from pallas_kernels.fftconv.block_sizes import block_sizes
 from pallas_kernels.fftconv.plan import Plan, Seq, fft_size, make_plan
 
 MAX_FFT = 1 << 23  # FFT sizes beyond this are refused (8M points)
 _TARGET_PROGRAMS = 1024  # enough programs to fill the GPU in the backward's mid pass
-
-
-def _platform():
-    name = jax.default_backend()
-    return "tpu" if name == "tpu" else ("cpu" if name == "cpu" else "gpu")
 
 
 def _reach(k_len, length, causal):

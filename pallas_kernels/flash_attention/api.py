@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.platform import platform as _platform
 from pallas_kernels.flash_attention import masks, pallas_gpu
 from pallas_kernels.flash_attention.block_sizes import block_sizes as table_block_sizes
 from pallas_kernels.flash_attention.masks import MaskSpec
@@ -52,11 +53,6 @@ def alibi_of(bias):
     if slopes is None:
         return None
     return jnp.asarray(slopes, jnp.float32).reshape(-1), getattr(bias, ALIBI_CAP_ATTR, None)
-
-
-def _platform():
-    name = jax.default_backend()
-    return "tpu" if name == "tpu" else ("cpu" if name == "cpu" else "gpu")
 
 
 def why_not(q, k, v, *, bias=None, score="softmax", dropout_rate=0.0, mode=None, block_mask=None,

@@ -43,6 +43,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.platform import interpret as _interpret, kernel_platform as _platform
 from pallas_kernels.linear_attention import pallas_gpu, pallas_gpu_delta, pallas_tpu
 from pallas_kernels.linear_attention.block_sizes import block_sizes
 
@@ -53,16 +54,6 @@ DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
 # --------------------------------------------------------------------------- why_not
-
-
-def _platform():
-    """Which kernels run: ``"tpu"`` (Mosaic) on a TPU, else ``"gpu"`` (Triton; interpreted on a CPU)."""
-    return "tpu" if jax.default_backend() == "tpu" else "gpu"
-
-
-def _interpret():
-    """Run the kernels in Pallas' interpreter (on a CPU)."""
-    return jax.default_backend() == "cpu"
 
 
 def _common_reason(q, k, v, scale, mode, chunk_size):

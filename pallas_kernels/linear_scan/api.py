@@ -19,6 +19,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.platform import platform as _platform
 from pallas_kernels.linear_scan import pallas_gpu, pallas_tpu
 from pallas_kernels.linear_scan.block_sizes import block_sizes
 
@@ -32,11 +33,6 @@ def why_not(a, b, *, initial_state=None, reverse=False, segment_ids=None, mode=N
     if jax.default_backend() not in ("cpu", "gpu", "cuda", "tpu"):
         return f"no pallas linear_scan for platform {jax.default_backend()!r}"
     return None
-
-
-def _platform():
-    name = jax.default_backend()
-    return "tpu" if name == "tpu" else ("cpu" if name == "cpu" else "gpu")
 
 
 def _run(a, b, h0, reverse):

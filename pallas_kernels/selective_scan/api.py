@@ -28,6 +28,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.platform import interpret as _interpret, kernel_platform as _kernel_platform, pow2 as _pow2
 from pallas_kernels.selective_scan import pallas_gpu, pallas_tpu
 from pallas_kernels.selective_scan.block_sizes import block_sizes
 
@@ -53,19 +54,6 @@ def why_not(u, delta, A, B, C, *, D=None, z=None, delta_bias=None, delta_softplu
     if jax.default_backend() not in ("cpu", "gpu", "cuda", "tpu"):
         return f"no pallas selective_scan for platform {jax.default_backend()!r}"
     return None
-
-
-def _kernel_platform():
-    """Which kernel runs: the TPU one on TPUs, else the GPU (Triton) one (interpreted on CPUs)."""
-    return "tpu" if jax.default_backend() == "tpu" else "gpu"
-
-
-def _interpret():
-    return jax.default_backend() == "cpu"
-
-
-def _pow2(n):
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 def _config(batch, length, groups, cpg, state, flags):

@@ -23,6 +23,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.platform import interpret as _interpret, kernel_platform as _kernel_platform, pow2 as _pow2
 from pallas_kernels.ssd import pallas_gpu, pallas_tpu
 from pallas_kernels.ssd.block_sizes import block_sizes
 
@@ -46,19 +47,6 @@ def why_not(x, dt, A, B, C, *, chunk_size=None, D=None, initial_state=None, retu
     if jax.default_backend() not in ("cpu", "gpu", "cuda", "tpu"):
         return f"no pallas ssd for platform {jax.default_backend()!r}"
     return None
-
-
-def _kernel_platform():
-    """Which kernels run: the TPU ones on TPUs, else the GPU (Triton) ones (interpreted on CPUs)."""
-    return "tpu" if jax.default_backend() == "tpu" else "gpu"
-
-
-def _interpret():
-    return jax.default_backend() == "cpu"
-
-
-def _pow2(n):
-    return 1 << max(0, int(n) - 1).bit_length()
 
 
 def _largest_divisor(n, at_most):

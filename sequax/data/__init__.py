@@ -1,9 +1,13 @@
-"""Tasks (seeded numpy generators) looked up by name, and a resumable iterator."""
+"""Tasks looked up by name; the splits they serve (endless generators or finite datasets);
+the resumable training stream and the batches of one evaluation (see :mod:`sequax.data.base`)."""
 
 import inspect
 
 from sequax.data import synthetic  # noqa: F401  (registers the tasks)
-from sequax.data.base import SPLITS, Task, TaskIterator
+from sequax.data import algorithmic, listops, lra, pathfinder, text  # noqa: F401  (register theirs)
+from sequax.data.base import (
+    SPLITS, ArrayDataset, FixedSizeSplits, SplitBatches, Task, TaskIterator, check_split,
+)
 from sequax.data.registry import TASKS, register_task
 
 
@@ -30,4 +34,7 @@ def make_task(name, **kwargs) -> Task:
     return cls(**kwargs)
 
 
-__all__ = ["SPLITS", "Task", "TaskIterator", "available_tasks", "get_task", "make_task", "register_task"]
+__all__ = [
+    "SPLITS", "ArrayDataset", "FixedSizeSplits", "SplitBatches", "Task", "TaskIterator", "available_tasks",
+    "check_split", "get_task", "make_task", "register_task",
+]

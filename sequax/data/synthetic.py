@@ -2,7 +2,9 @@
 
 All are next-token-prediction tasks with the loss only on answer positions
 (see :mod:`sequax.data.base` for the batch format). Token 0 is a filler/blank
-that never needs predicting.
+that never needs predicting. Every split is an endless generator, seeded per
+split; ``config.data.split_sizes`` turns a split into a fixed set of examples
+(:class:`sequax.data.FixedSizeSplits`).
 """
 
 from __future__ import annotations

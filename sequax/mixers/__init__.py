@@ -26,7 +26,12 @@ The contract a mixer module follows:
   equals the sequence run whole (chunked prefill, sequence shards). The state
   remembers the segment id of the last token it saw, so a piece whose first
   token starts a new packed segment does not inherit the previous segment
-  (``sequax.ops.segments.carry_state``).
+  (``sequax.ops.segments.carry_state``); mixers that honour segments keep it
+  under the state's ``"segment"`` key.
+- A mixer whose decode state has a fixed capacity (attention's KV cache
+  without a window) defines ``check_decode_length(length)``, which
+  :func:`decode` calls first, so running past ``decode_cache_size`` is a
+  ``ValueError`` rather than silent NaNs.
 - ``backend`` (``config.model.backend``, or ``mixer_kwargs.backend`` to
   override it per mixer) picks the implementation of the mixer's hot op and
   ``mode`` its pure-JAX algorithm where it has several; see

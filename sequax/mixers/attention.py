@@ -7,7 +7,10 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
 
+from sequax.mixers.common import check_input
 from sequax.mixers.registry import register
 from sequax.ops import positional
 from sequax.ops.attention import (
@@ -17,6 +20,9 @@ from sequax.ops.attention import (
     combine_attention,
     normalize_window,
 )
+from sequax.ops.segments import check_segment_ids
+from sequax.parallel import context as parallel_context
+from sequax.parallel.attention import sequence_parallel_attention
 
 POSITIONAL = ("rope", "alibi", "t5", "none")
 
@@ -52,12 +58,24 @@ class Attention(nn.Module):
     ``softcap``, ``dropout_rate`` on attention weights (active only with
     ``deterministic=False``, using the ``"dropout"`` rng).
 
-    Decoding: ``init_state(batch_size)`` and ``step(x_t, state)``. With a
-    window the KV cache is a ring buffer of ``num_sinks + left + 1`` slots
-    (sink slots kept, the rest overwritten cyclically); otherwise it holds
-    ``decode_cache_size`` positions, and a step past that returns NaN. The
-    cache stores unrotated keys and their absolute positions, so masks, RoPE,
-    ALiBi and T5 see the same positions as the parallel form.
+    State (the KV cache): ``init_state(batch_size)``, ``step(x_t, state)``,
+    and ``__call__(x, initial_state=state, return_state=True)``, which attends
+    over the cache and the piece together and returns the updated cache
+    (chunked prefill). With a window the cache is a ring buffer of
+    ``num_sinks + left + 1`` slots (sink slots kept, the rest overwritten
+    cyclically), so decoding never runs out; otherwise it holds
+    ``decode_cache_size`` positions. The cache stores unrotated keys, their
+    absolute positions and per-slot segment ids, so masks, RoPE, ALiBi and T5
+    see the same positions as the parallel form and packed segments never see
+    each other across pieces.
+
+    Past ``decode_cache_size`` (full cache only): ``sequax.mixers.decode``
+    raises ``ValueError`` before running; ``__call__`` with ``return_state``
+    and no ``initial_state`` raises too; otherwise (a piece or step from a
+    given state, the position being traced) the outputs at positions
+    ``>= decode_cache_size`` are NaN, the documented sentinel, and under
+    ``jax.experimental.checkify.checkify`` the same case is a checkify error
+    naming ``decode_cache_size``.
     """
 
     d_model: int
@@ -176,6 +194,9 @@ class Attention(nn.Module):
                 self.t5_table, relative, bidirectional=not self.causal, max_distance=self.t5_max_distance
             )
 
+        if slopes is not None:  # lets a fused kernel compute ALiBi in-kernel instead of calling bias
+            bias.alibi_slopes = slopes
+            bias.alibi_max_distance = cap
         return bias
 
     def _block_mask(self, num_positions):
@@ -188,8 +209,12 @@ class Attention(nn.Module):
         )
         return layout, size
 
-    def _attend(self, q, k, v, q_pos, k_pos, *, segment_ids, explicit, num_positions, dropout_rng):
-        """Attention of projected ``q`` ``[b, Q, H, D]`` over ``k``, ``v`` ``[b, K, KH, D]`` (unrotated)."""
+    def _attend(self, q, k, v, q_pos, k_pos, *, segment_ids, explicit, num_positions, dropout_rng, sinks):
+        """Attention of projected ``q`` ``[b, Q, H, D]`` over ``k``, ``v`` ``[b, K, KH, D]`` (unrotated).
+
+        ``segment_ids``: None, ``[b, Q]`` (Q == K) or ``(q_seg [b, Q], k_seg [b, K])``;
+        ``sinks``: the (static) indices of the keys that may hold sink positions ``< num_sinks``.
+        """
         window = normalize_window(self.window)
         common = dict(
             causal=self.causal, bias=self._bias_fn(), softcap=self.softcap, score=self.score,
@@ -198,6 +223,11 @@ class Attention(nn.Module):
             dropout_rate=self.dropout_rate if dropout_rng is not None else 0.0,
         )
         positions = (q_pos, k_pos) if explicit else None
+        split = parallel_context.sequence_parallel()
+        if split is not None and not explicit and split.attention != "none":
+            if self.positional == "rope":
+                q, k = self._rope(q, q_pos), self._rope(k, k_pos)
+            return self._sequence_parallel(q, k, v, segment_ids, window, common, split)
         if self.positional != "rope":
             return attention(
                 q, k, v, window=window, num_sinks=self.num_sinks, segment_ids=segment_ids,
@@ -220,74 +250,184 @@ class Attention(nn.Module):
         )
         if window is not None and not self.num_sinks:
             return near
-        keys = slice(0, self.num_sinks) if window is not None else slice(None)
+        far_seg = segment_ids if segment_ids is None or isinstance(segment_ids, tuple) else (segment_ids,) * 2
+        far_k, far_v, far_pos = k, v, k_pos
+        if window is not None:  # only the sinks are far keys (a slot listed in `sinks` may hold another)
+            far_k, far_v = k[:, sinks], v[:, sinks]
+            far_pos = jnp.where(k_pos[..., sinks] < self.num_sinks, k_pos[..., sinks], -1)
+            far_seg = None if far_seg is None else (far_seg[0], far_seg[1][:, sinks])
         # Far keys are those with key_pos <= q_pos - cap - 1: causal on shifted query positions.
         far, far_lse = attention(
-            self._rope(q, jnp.full(jnp.shape(q_pos), cap)), k[:, keys], v[:, keys],
-            segment_ids=None if segment_ids is None else (segment_ids, segment_ids[:, keys]),
-            positions=(q_pos - cap - 1, k_pos[..., keys]), dropout_rng=rngs[1], return_lse=True,
-            **common,
+            self._rope(q, jnp.full(jnp.shape(q_pos), cap)), far_k, far_v, segment_ids=far_seg,
+            positions=(q_pos - cap - 1, far_pos), dropout_rng=rngs[1], return_lse=True, **common,
         )
         out, _ = combine_attention(near, near_lse, far, far_lse)
         return out.astype(near.dtype)
 
-    # -- parallel form ------------------------------------------------------------
+    def _sequence_parallel(self, q, k, v, segment_ids, window, common, split):
+        """Attention with the length split over the sequence mesh axis (positions already applied):
+        ring or all-to-all, as ``config.model.sequence_parallel`` says (:mod:`sequax.parallel.attention`)."""
+        unsupported = [name for name, bad in (
+            ("max_distance", self.max_distance is not None), ("sparse_block_size", self.sparse_block_size > 0),
+            ("dropout_rate", common["dropout_rate"] > 0), ("score='softplus'", self.score != "softmax"),
+            ("positional='t5'", self.positional == "t5"),
+        ) if bad]
+        if unsupported:
+            parallel_context.refuse("attention", f"{unsupported[0]} with sequence_parallel={split.attention!r}")
+        return sequence_parallel_attention(
+            q, k, v, mesh=split.mesh, strategy=split.attention, segment_ids=segment_ids, causal=self.causal,
+            window=window, num_sinks=self.num_sinks, softcap=self.softcap, bias=common["bias"],
+            backend=self.backend,
+        )
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``."""
-        length = x.shape[1]
-        positions = jnp.arange(length, dtype=jnp.int32)
+    # -- parallel form (with the KV cache as state) ------------------------------------
+
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``.
+
+        With ``initial_state`` (a KV cache in ``init_state``'s layout) the piece
+        attends over the cache and itself; with ``return_state`` the result is
+        ``(y, cache)``, the cache updated with the piece. Without
+        ``segment_ids`` a piece continues the cache's last segment.
+        """
+        check_input(x, self.d_model)
+        batch, length = x.shape[:2]
+        if segment_ids is not None:
+            segment_ids = check_segment_ids(segment_ids, batch, length).astype(jnp.int32)
+        if initial_state is not None or return_state:
+            self._check_cacheable()
         rng = None
         if self.dropout_rate and not deterministic:
             rng = self.make_rng("dropout")
-        y = self._attend(
-            self.query(x), self.key(x), self.value(x), positions, positions,
-            segment_ids=segment_ids, explicit=False, num_positions=length, dropout_rng=rng,
-        )
-        return self.out(y)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if initial_state is None:
+            positions = jnp.arange(length, dtype=jnp.int32)
+            y = self._attend(
+                q, k, v, positions, positions, segment_ids=segment_ids, explicit=False, num_positions=length,
+                dropout_rng=rng, sinks=np.arange(min(self.num_sinks, length)),
+            )
+            if not return_state:
+                return self.out(y)
+            self.check_decode_length(length)
+            state = self.init_state(batch)
+        else:
+            state = initial_state
+            y = self._attend_cached(q, k, v, state, segment_ids, rng)
+        seg = jnp.broadcast_to(state["segment"][:, None], (batch, length)) if segment_ids is None else segment_ids
+        new_state = self._write(state, k, v, seg)
+        y = self.out(y)
+        return (y, new_state) if return_state else y
 
-    # -- decoding -------------------------------------------------------------------
+    def _attend_cached(self, q, k, v, cache, segment_ids, rng):
+        """The piece's queries over ``cache`` + the piece's own keys (explicit positions)."""
+        batch, length = q.shape[:2]
+        size = cache["pos"].shape[0]
+        t0 = cache["t"]
+        q_pos = t0 + jnp.arange(length, dtype=jnp.int32)
+        q_seg = jnp.broadcast_to(cache["segment"][:, None], (batch, length)) if segment_ids is None else segment_ids
+        keys = jnp.concatenate([cache["k"], k.astype(cache["k"].dtype)], axis=1)
+        values = jnp.concatenate([cache["v"], v.astype(cache["v"].dtype)], axis=1)
+        k_pos = jnp.concatenate([cache["pos"], q_pos])
+        k_seg = jnp.concatenate([cache["seg"], q_seg], axis=1)
+        ns = self.num_sinks
+        sinks = np.concatenate([np.arange(min(ns, size)), size + np.arange(min(ns, length))])
+        y = self._attend(
+            q, keys, values, q_pos, k_pos, segment_ids=(q_seg, k_seg), explicit=True,
+            num_positions=size + length, dropout_rng=rng, sinks=sinks,
+        )
+        limit = self.max_decode_length()
+        if limit is None:
+            return y
+        checkify.debug_check(
+            t0 + length <= limit,
+            f"the KV cache holds decode_cache_size={limit} positions; this piece reaches position {{end}}: "
+            "raise decode_cache_size (or set a window)", end=t0 + length - 1,
+        )
+        # Past the cache: the documented sentinel (the cache cannot hold these positions).
+        return jnp.where((q_pos < limit)[None, :, None, None], y, jnp.nan)
+
+    # -- the KV cache -----------------------------------------------------------------
+
+    def _check_cacheable(self):
+        window = normalize_window(self.window)
+        if not self.causal or (window is not None and window[1] != 0):
+            raise ValueError(
+                "a KV cache (initial_state, return_state, step) needs causal=True and a window with no "
+                "right part (window=(left, 0))"
+            )
+        if window is not None and self.sparse_block_size:
+            raise ValueError("a KV cache with sparse_block_size needs the full cache (window=None)")
+
+    def max_decode_length(self):
+        """The most positions the cache can hold: ``decode_cache_size``, or None with a window (ring buffer)."""
+        if normalize_window(self.window) is not None:
+            return None
+        if self.decode_cache_size < 1:
+            raise ValueError(f"decode_cache_size must be >= 1, got {self.decode_cache_size}")
+        return self.decode_cache_size
+
+    def check_decode_length(self, length):
+        """``ValueError`` if ``length`` tokens from an empty cache would overrun it (decode, prefill)."""
+        limit = self.max_decode_length()
+        if limit is not None and length > limit:
+            raise ValueError(
+                f"{length} tokens overrun the KV cache of decode_cache_size={limit} positions; "
+                "raise decode_cache_size (or set a window: its ring buffer never fills)"
+            )
 
     def _cache_size(self):
         window = normalize_window(self.window)
         if window is None:
-            if self.decode_cache_size < 1:
-                raise ValueError(f"decode_cache_size must be >= 1, got {self.decode_cache_size}")
-            return self.decode_cache_size
+            return self.max_decode_length()
         return self.num_sinks + window[0] + 1
+
+    def _slot_positions(self, end, size):
+        """The position each of the ``size`` slots holds once positions ``< end`` are written (-1: none).
+
+        Full cache: slot ``s`` holds position ``s``. Ring buffer: the sinks sit in
+        slots ``[0, num_sinks)``; later position ``p`` goes to slot
+        ``num_sinks + (p - num_sinks) % (size - num_sinks)``, so a slot holds the
+        latest such position.
+        """
+        slots = jnp.arange(size, dtype=jnp.int32)
+        direct = jnp.where(slots < end, slots, -1)
+        if normalize_window(self.window) is None:
+            return direct
+        sinks, ring = self.num_sinks, size - self.num_sinks
+        last = end - sinks - 1  # the latest non-sink index written
+        index = last - jnp.mod(last - (slots - sinks), ring)
+        return jnp.where(slots < sinks, direct, jnp.where(index >= 0, sinks + index, -1))
+
+    def _write(self, cache, k, v, seg):
+        """The cache after writing the piece's ``k``, ``v`` ``[b, L, KH, D]`` and ``seg`` ``[b, L]`` at ``t``."""
+        t0, length, size = cache["t"], k.shape[1], cache["pos"].shape[0]
+        held = self._slot_positions(t0 + length, size)
+        new = held >= t0  # slots that now hold a position of this piece
+        index = jnp.clip(held - t0, 0, length - 1)
+
+        def put(old, piece):
+            taken = jnp.take(piece.astype(old.dtype), index, axis=1)
+            return jnp.where(new.reshape((1, size) + (1,) * (old.ndim - 2)), taken, old)
+
+        return dict(
+            k=put(cache["k"], k), v=put(cache["v"], v), pos=jnp.where(new, held, cache["pos"]),
+            seg=put(cache["seg"], seg), segment=seg[:, -1], t=t0 + length,
+        )
 
     def init_state(self, batch_size):
         """Empty KV cache: ``k``, ``v`` ``[batch, cache, kv_heads, head_dim]`` (unrotated keys),
-        ``pos`` ``[cache]`` int32 absolute positions (-1: empty), ``t`` the next position."""
+        ``pos`` ``[cache]`` int32 absolute positions (-1: empty), ``seg`` ``[batch, cache]`` int32
+        segment ids, ``segment`` ``[batch]`` int32 the last token's segment id, ``t`` the next position."""
         kv_heads, head_dim = self._dims()
         size = self._cache_size()
         kv = jnp.zeros((batch_size, size, kv_heads, head_dim), self.dtype)
-        return dict(k=kv, v=kv, pos=jnp.full((size,), -1, jnp.int32), t=jnp.zeros((), jnp.int32))
+        return dict(
+            k=kv, v=kv, pos=jnp.full((size,), -1, jnp.int32), seg=jnp.zeros((batch_size, size), jnp.int32),
+            segment=jnp.zeros((batch_size,), jnp.int32), t=jnp.zeros((), jnp.int32),
+        )
 
     def step(self, x_t, state):
-        """One decode step: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
-        window = normalize_window(self.window)
-        if not self.causal or (window is not None and window[1] != 0):
-            raise ValueError("step() needs causal=True and a window with no right part (window=(left, 0))")
-        if window is not None and self.sparse_block_size:
-            raise ValueError("step() with sparse_block_size needs the full cache (window=None)")
-        t = state["t"]
-        size = state["pos"].shape[0]
-        x = x_t[:, None]
-        q, k, v = self.query(x), self.key(x), self.value(x)
-        if window is None:
-            slot = jnp.minimum(t, size - 1)
-        else:
-            # Ring buffer: sinks in slots [0, num_sinks), the window cycles through the rest.
-            sinks = self.num_sinks
-            slot = jnp.where(t < sinks, t, sinks + (t - sinks) % (window[0] + 1))
-        keys = jax.lax.dynamic_update_slice_in_dim(state["k"], k.astype(state["k"].dtype), slot, axis=1)
-        values = jax.lax.dynamic_update_slice_in_dim(state["v"], v.astype(state["v"].dtype), slot, axis=1)
-        pos = jax.lax.dynamic_update_slice_in_dim(state["pos"], t[None].astype(jnp.int32), slot, axis=0)
-        y = self._attend(
-            q, keys, values, t[None].astype(jnp.int32), pos, segment_ids=None, explicit=True,
-            num_positions=size, dropout_rng=None,
-        )
-        if window is None:
-            y = jnp.where(t < size, y, jnp.nan)  # past the cache: fail loudly
-        return self.out(y)[:, 0], dict(k=keys, v=values, pos=pos, t=t + 1)
+        """One decode step: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``
+        (a piece of one token; see :meth:`__call__`)."""
+        y, state = self(x_t[:, None], initial_state=state, return_state=True)
+        return y[:, 0], state

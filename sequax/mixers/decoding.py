@@ -10,7 +10,15 @@ def decode(module, variables, x):
     ``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``, starting
     from ``module.init_state(batch)``; for a causal mixer this equals
     ``module.apply(variables, x)``. Wrap it in ``jax.jit`` to compile once.
+
+    A mixer whose state has a fixed capacity (attention's full KV cache)
+    defines ``check_decode_length(length)``; it is called first, so a sequence
+    longer than the state can hold raises its ``ValueError`` (naming the field
+    to change, e.g. ``decode_cache_size``) before anything runs.
     """
+    check = getattr(module, "check_decode_length", None)
+    if check is not None:
+        check(x.shape[1])
     state = module.apply(variables, x.shape[0], method="init_state")
 
     def body(state, x_t):

@@ -14,7 +14,9 @@ Per token, ``q, k, v = W_q x, W_k x, W_v x`` (``d_model`` each, split into
 3. ``y_t[j] = sum_i q_t[i] S_t[i, j]`` per head, then an output projection.
 
 ``num_heads = d_model`` (``head_dim = 1``) is the paper's default per-channel
-form ``q ∘ SSM_diag(k̃ ∘ v)``. Causal only; no ``segment_ids``.
+form ``q ∘ SSM_diag(k̃ ∘ v)``. Causal only; no ``segment_ids``. The state (for
+``step`` and ``__call__``'s ``initial_state``/``return_state``) is the shift
+SSM's input history and the diagonal SSM's complex state.
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sequax.mixers.registry import register
-from sequax.mixers.s4 import (
+from sequax.mixers.common import (
     check_choice,
     check_even_state,
     check_input,
     complex_normal_param,
     eigenvalues,
     no_segments,
+    require_causal,
 )
-from sequax.ops.fftconv import causal_conv1d_step, fft_conv
+from sequax.mixers.registry import register
+from sequax.ops.fftconv import append_history, causal_conv1d_step, fft_conv
 from sequax.ops.ssm.s4 import (
     DISCRETIZATIONS,
     S4D_INITS,
+    diag_ssm_carry,
     diag_ssm_step,
     discretize_bilinear,
     discretize_zoh,
@@ -44,6 +48,8 @@ from sequax.ops.ssm.s4 import (
     s4d_init,
     s4d_kernel,
 )
+from sequax.parallel import context as parallel_context
+from sequax.parallel import sequence as parallel_sequence
 
 
 @register("h3")
@@ -69,8 +75,7 @@ class H3(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        if not self.causal:
-            raise ValueError("h3 is causal only (its shift SSM looks back); set model.causal=True")
+        require_causal("h3", self.causal)
         if self.num_heads < 1 or self.d_model % self.num_heads:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must divide d_model ({self.d_model}); "
@@ -112,17 +117,37 @@ class H3(nn.Module):
         y = jnp.einsum("...hi,...hij->...hj", q.reshape(lead + (h, e)), s.reshape(lead + (h, e, e)))
         return y.reshape(lead + (h * e,))
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> same shape (two FFT convolutions)."""
+    def _diag_ssm(self):
+        """The discretised diagonal SSM ``(Λ̄, B̄, C)``, ``[d_model * head_dim, d_state/2]`` each."""
+        discretize = discretize_zoh if self.discretization == "zoh" else discretize_bilinear
+        Lambda_bar, B_bar = discretize(self.Lambda, 1.0, jnp.exp(self.log_dt)[:, None])
+        return tuple(self._expand(a, 0) for a in (Lambda_bar, B_bar, self.C))
+
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> same shape (two FFT convolutions). With
+        ``return_state`` also the state after the last token (``init_state``'s layout);
+        ``initial_state`` is the one before the first (None: zeros)."""
         no_segments("h3", segment_ids)
         check_input(x, self.d_model)
+        state = self.init_state(x.shape[0]) if initial_state is None and return_state else initial_state
         L = x.shape[1]
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        k = fft_conv(k, self.shift_kernel, backend=self.backend)
+        history = None if state is None else state["shift"]
         kernel = s4d_kernel(self.Lambda, 1.0, self.C, self.log_dt, L, self.discretization)
-        s = fft_conv(self._outer(k, v), self._expand(kernel, 1), bias=self._expand(self.D, 0),
-                     backend=self.backend)
-        return self.out_proj(self._readout(q, s))
+        if state is None and parallel_context.sequence_parallel() is not None:  # the length is split
+            kv = self._outer(parallel_sequence.fft_conv(k, self.shift_kernel, backend=self.backend), v)
+            s = parallel_sequence.fft_conv(kv, self._expand(kernel, 1), bias=self._expand(self.D, 0),
+                                           backend=self.backend)
+            return self.out_proj(self._readout(q, s))
+        kv = self._outer(fft_conv(k, self.shift_kernel, history=history, backend=self.backend), v)
+        s = fft_conv(kv, self._expand(kernel, 1), bias=self._expand(self.D, 0), backend=self.backend)
+        if state is not None:
+            s_state, ssm = diag_ssm_carry(*self._diag_ssm(), kv, state["ssm"])
+            s = (s.astype(jnp.float32) + s_state).astype(s.dtype)
+        y = self.out_proj(self._readout(q, s))
+        if not return_state:
+            return y
+        return y, {"shift": append_history(state["shift"], k), "ssm": ssm}
 
     def init_state(self, batch_size):
         """``{"shift": [batch, d_state-1, d_model], "ssm": [batch, d_model*head_dim, d_state/2]}``
@@ -139,10 +164,7 @@ class H3(nn.Module):
         q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)
         k, shift = causal_conv1d_step(k, state["shift"], self.shift_kernel)
         kv = self._outer(k, v)
-        discretize = discretize_zoh if self.discretization == "zoh" else discretize_bilinear
-        Lambda_bar, B_bar = discretize(self.Lambda, 1.0, jnp.exp(self.log_dt)[:, None])
-        Lambda_bar, B_bar, C = (self._expand(a, 0) for a in (Lambda_bar, B_bar, self.C))
-        s, ssm = diag_ssm_step(Lambda_bar, B_bar, C, kv, state["ssm"])
+        s, ssm = diag_ssm_step(*self._diag_ssm(), kv, state["ssm"])
         s = s + self._expand(self.D, 0) * kv.astype(jnp.float32)
         y = self.out_proj(self._readout(q, s.astype(q.dtype)))
         return y, {"shift": shift, "ssm": ssm}

@@ -10,6 +10,12 @@ The long filters ``h_i`` are not stored tap by tap: a small MLP with sine
 activations maps positional features of the lag ``s`` to ``N * d_model``
 channels, and an exponential decay window (a different rate per channel)
 multiplies the result, so the parameter count does not grow with the length.
+
+The causal form's state (``init_state``; ``__call__``'s ``initial_state`` /
+``return_state``) is the short conv's input history, one ring buffer of the
+last ``max_length`` inputs per long convolution, and the token count: a piece
+that starts from it convolves ``[history, piece]`` (exact, no truncation
+beyond what the ``max_length``-tap filters have).
 """
 
 from __future__ import annotations
@@ -20,8 +26,19 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sequax.mixers.common import check_input, no_segments, step_guard
 from sequax.mixers.registry import register
-from sequax.ops.fftconv import causal_conv1d, causal_conv1d_step, conv_history_step, fft_conv
+from sequax.ops.fftconv import (
+    append_history,
+    causal_conv1d,
+    causal_conv1d_step,
+    conv_history_step,
+    fft_conv,
+    history_to_ring,
+    ring_to_history,
+)
+from sequax.parallel import context as parallel_context
+from sequax.parallel import sequence as parallel_sequence
 
 
 def filter_positions(length: int, max_length: int, causal: bool):
@@ -131,30 +148,57 @@ class Hyena(nn.Module):
         v, *gates = jnp.split(u, self.order + 1, axis=-1)
         return v, gates
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``."""
-        if segment_ids is not None:
-            raise NotImplementedError(
-                "hyena does not support segment_ids: its convolutions cross segment boundaries"
-            )
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be [batch, length, d_model={self.d_model}]; got {x.shape}")
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``. With
+        ``return_state`` (causal only) also the state after the last token
+        (``init_state``'s layout); ``initial_state`` is the one before the first."""
+        no_segments("hyena", segment_ids)
+        check_input(x, self.d_model)
         length = x.shape[1]
         if length > self.max_length:
             raise ValueError(
                 f"x has length {length} > max_length={self.max_length}; raise max_length"
             )
+        state = self.init_state(x.shape[0]) if initial_state is None and return_state else initial_state
+        if state is not None:
+            step_guard("hyena", self.causal)
+        elif parallel_context.sequence_parallel() is not None:
+            return self._sequence_parallel(x)
         u = self.in_proj(x.astype(self.dtype))
-        u = causal_conv1d(u, self.short_kernel) + self.short_bias.astype(self.dtype)
-        v, gates = self._streams(u)
-        h = self.filters(length, self.causal)
-        z = v
+        short = None if state is None else state["conv"]
+        u, conv = causal_conv1d(u, self.short_kernel.astype(self.dtype), history=short, return_history=True)
+        v, gates = self._streams(u + self.short_bias.astype(self.dtype))
+        # With a state, the filters reach max_length - 1 lags back into the history.
+        h = self.filters(length, self.causal) if state is None else self.filters(self.max_length)
+        z, history = v, []
         for i in range(self.order):
-            z = gates[i] * fft_conv(z, h[i], causal=self.causal, bias=self.D[i], backend=self.backend)
+            past = None if state is None else ring_to_history(state["history"][i], state["index"])
+            if state is not None:
+                history.append(history_to_ring(append_history(past, z), state["index"] + length))
+            z = gates[i] * fft_conv(z, h[i], causal=self.causal, bias=self.D[i], history=past,
+                                    backend=self.backend)
+        y = self.out_proj(z)
+        if not return_state:
+            return y
+        return y, dict(conv=conv, history=tuple(history), index=state["index"] + length)
+
+    def _sequence_parallel(self, x):
+        """``__call__`` with the length split over the active sequence mesh axis: the short and long
+        convolutions receive their input history from the previous shards (:mod:`sequax.parallel.sequence`)."""
+        if not self.causal:
+            parallel_context.refuse("hyena", "causal=False: its two-sided filters read the future")
+        u = parallel_sequence.causal_conv1d(self.in_proj(x.astype(self.dtype)), self.short_kernel.astype(self.dtype))
+        v, gates = self._streams(u + self.short_bias.astype(self.dtype))
+        h, z = self.filters(x.shape[1]), v
+        for i in range(self.order):
+            z = gates[i] * parallel_sequence.fft_conv(z, h[i], bias=self.D[i], backend=self.backend)
         return self.out_proj(z)
 
     def init_state(self, batch_size: int):
-        """Zero decode state: short-conv window, per-stage input history, step index."""
+        """Zero state: ``{"conv": [batch, short_kernel_size-1, (order+1) d_model]`` (the short
+        conv's last inputs), ``"history"``: ``order`` ring buffers ``[batch, max_length,
+        d_model]`` (the long convs' inputs, time ``t`` in slot ``t % max_length``),
+        ``"index"``: int32 scalar (tokens seen)``}``, in ``dtype``."""
         width = (self.order + 1) * self.d_model
         return dict(
             conv=jnp.zeros((batch_size, self.short_kernel_size - 1, width), self.dtype),
@@ -171,12 +215,11 @@ class Hyena(nn.Module):
         Each long conv re-reads its cached inputs (O(max_length) per token).
         After ``max_length`` tokens the oldest inputs drop out of the cache.
         """
-        if not self.causal:
-            raise ValueError("step needs causal=True: a two-sided filter looks at future tokens")
+        step_guard("hyena", self.causal)
         if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
             raise ValueError(f"x_t must be [batch, d_model={self.d_model}]; got {x_t.shape}")
         u = self.in_proj(x_t.astype(self.dtype))
-        u, conv = causal_conv1d_step(u, state["conv"], self.short_kernel)
+        u, conv = causal_conv1d_step(u, state["conv"], self.short_kernel.astype(self.dtype))
         u = u + self.short_bias.astype(self.dtype)
         v, gates = self._streams(u)
         h = self.filters(self.max_length)

@@ -12,6 +12,14 @@ short causal depthwise convolution and SiLU (``short_conv_size``, default 4;
 0 disables it). Linear attention has no notion of position, and this
 convolution is what lets it see the previous token, which associative recall
 needs. It respects ``segment_ids`` and is carried in the decoding state.
+
+State (``init_state``, ``step``, and ``__call__(..., initial_state=, return_state=True)``):
+``{"conv": [batch, short_conv_size - 1, 3 * d_model]`` the last projected inputs
+(oldest first; rows of an earlier segment zeroed), ``"mixer":`` the op's state,
+``"segment": [batch]`` int32 the segment id of the last token seen``}``. A piece
+whose first token starts a new segment starts from zeros
+(``sequax.ops.segments.carry_state``); without ``segment_ids`` a piece continues
+the state's segment.
 """
 
 from __future__ import annotations
@@ -22,13 +30,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sequax.mixers.common import check_input, end_segment, start_state
 from sequax.mixers.registry import register
 from sequax.ops import linear_attention as ops
 from sequax.ops.fftconv import causal_conv1d, causal_conv1d_step
+from sequax.ops.segments import check_segment_ids
+from sequax.parallel import context as parallel_context
+from sequax.parallel import sequence as parallel_sequence
 
 
 class _LinearMixer(nn.Module):
-    """Shared fields and projections; subclasses define ``_mix``, ``_mix_step`` and ``_init_mixer_state``."""
+    """Shared fields, projections, short conv and state; subclasses define ``_op(x, q, k, v, **op_kwargs)
+    -> (o, state)`` (the parallel op), ``_op_step(x_t, q, k, v, state) -> (o, state)`` and
+    ``_init_mixer_state``."""
 
     d_model: int
     num_heads: int = 4
@@ -80,16 +94,8 @@ class _LinearMixer(nn.Module):
     def _split(self, qkv):
         return tuple(self._heads(y) for y in jnp.split(qkv, 3, axis=-1))
 
-    def _qkv(self, x, segment_ids=None):
-        """Per-head ``q, k, v`` ``[batch, length, heads, head_dim]`` (after the short conv)."""
-        qkv = self._project(x)
-        if self.short_conv_size:
-            kernel = self.qkv_conv.astype(qkv.dtype)
-            qkv = nn.silu(causal_conv1d(qkv, kernel, segment_ids=segment_ids))
-        return self._split(qkv)
-
     def _qkv_step(self, x_t, conv_state):
-        """One token of :meth:`_qkv`: ``(q, k, v)`` ``[batch, heads, head_dim]`` and the conv state."""
+        """One token of the projections and short conv: ``(q, k, v)`` ``[batch, heads, head_dim]``."""
         qkv = self._project(x_t)
         if self.short_conv_size:
             qkv, conv_state = causal_conv1d_step(qkv, conv_state, self.qkv_conv.astype(qkv.dtype))
@@ -100,21 +106,55 @@ class _LinearMixer(nn.Module):
         """Per-head output ``[..., heads, head_dim]`` -> ``[..., d_model]``."""
         return self.o_proj(o.reshape(o.shape[:-2] + (self.d_model,)).astype(jnp.dtype(self.dtype)))
 
-    def _op_kwargs(self, segment_ids):
-        return dict(segment_ids=segment_ids, mode=self.mode, chunk_size=self.chunk_size, backend=self.backend)
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``.
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``."""
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be [batch, length, d_model={self.d_model}]; got shape {x.shape}")
+        With ``initial_state`` (``init_state``'s layout) the sequence continues
+        that state; with ``return_state`` the result is ``(y, state)``.
+        """
+        check_input(x, self.d_model)
         x = x.astype(jnp.dtype(self.dtype))
-        q, k, v = self._qkv(x, segment_ids)
-        return self._mix(x, q, k, v, segment_ids)
+        if segment_ids is not None:
+            segment_ids = check_segment_ids(segment_ids, *x.shape[:2])
+        if parallel_context.sequence_parallel() is not None and initial_state is None and not return_state:
+            return self._sequence_parallel(x, segment_ids)
+        state = start_state(self, x.shape[0], initial_state, segment_ids)
+        qkv, conv = self._project(x), state["conv"]
+        if self.short_conv_size:
+            qkv, conv = causal_conv1d(qkv, self.qkv_conv.astype(qkv.dtype), segment_ids=segment_ids,
+                                      history=conv, return_history=True)
+            qkv = nn.silu(qkv)
+        q, k, v = self._split(qkv)
+        o, mixer = self._op(
+            x, q, k, v, initial_state=None if initial_state is None else state["mixer"], return_state=True,
+            segment_ids=segment_ids, mode=self.mode, chunk_size=self.chunk_size, backend=self.backend,
+        )
+        y = self._finish(o, x)
+        if not return_state:
+            return y
+        return y, {"conv": conv, "mixer": mixer, "segment": end_segment(state, segment_ids)}
+
+    def _sequence_parallel(self, x, segment_ids):
+        """``__call__`` with the length split over the active sequence mesh axis
+        (:mod:`sequax.parallel.sequence`: the short conv's halo and the op's state cross shards)."""
+        qkv = self._project(x)
+        if self.short_conv_size:
+            kernel = self.qkv_conv.astype(qkv.dtype)
+            qkv = nn.silu(parallel_sequence.causal_conv1d(qkv, kernel, segment_ids=segment_ids))
+        q, k, v = self._split(qkv)
+        o = self._sequence_parallel_op(x, q, k, v, segment_ids=segment_ids, mode=self.mode,
+                                       chunk_size=self.chunk_size, backend=self.backend)
+        return self._finish(o, x)
+
+    def _sequence_parallel_op(self, x, q, k, v, **kwargs):
+        parallel_context.refuse(type(self).__name__)
 
     def init_state(self, batch_size):
-        """``{"conv": [batch, short_conv_size - 1, 3 * d_model], "mixer": ...}``; see ``_init_mixer_state``."""
+        """``{"conv": [batch, short_conv_size - 1, 3 * d_model], "mixer": ..., "segment": [batch]}``;
+        see ``_init_mixer_state`` and the module docstring."""
         conv = jnp.zeros((batch_size, max(self.short_conv_size - 1, 0), 3 * self.d_model), jnp.dtype(self.dtype))
-        return {"conv": conv, "mixer": self._init_mixer_state(batch_size)}
+        return {"conv": conv, "mixer": self._init_mixer_state(batch_size),
+                "segment": jnp.zeros((batch_size,), jnp.int32)}
 
     def step(self, x_t, state):
         """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], new_state)``."""
@@ -122,8 +162,8 @@ class _LinearMixer(nn.Module):
             raise ValueError(f"x_t must be [batch, d_model={self.d_model}]; got shape {x_t.shape}")
         x_t = x_t.astype(jnp.dtype(self.dtype))
         (q, k, v), conv = self._qkv_step(x_t, state["conv"])
-        y, mixer = self._mix_step(x_t, q, k, v, state["mixer"])
-        return y, {"conv": conv, "mixer": mixer}
+        o, mixer = self._op_step(x_t, q, k, v, state["mixer"])
+        return self._finish(o, x_t), {"conv": conv, "mixer": mixer, "segment": state["segment"]}
 
     def _zeros(self, batch_size, dk):
         return jnp.zeros((batch_size, self.num_heads, dk, self.head_dim), jnp.float32)
@@ -147,15 +187,11 @@ class LinearAttention(_LinearMixer):
         if self.feature_map not in ops.FEATURE_MAPS:
             raise ValueError(f"feature_map must be one of {', '.join(ops.FEATURE_MAPS)}; got {self.feature_map!r}")
 
-    def _mix(self, x, q, k, v, segment_ids):
-        o = ops.linear_attention(
-            q, k, v, feature_map=self.feature_map, normalize=self.normalize, **self._op_kwargs(segment_ids)
-        )
-        return self._finish(o, x)
+    def _op(self, x, q, k, v, **kwargs):
+        return ops.linear_attention(q, k, v, feature_map=self.feature_map, normalize=self.normalize, **kwargs)
 
-    def _mix_step(self, x_t, q, k, v, state):
-        o, state = ops.linear_attention_step(q, k, v, state, feature_map=self.feature_map, normalize=self.normalize)
-        return self._finish(o, x_t), state
+    def _op_step(self, x_t, q, k, v, state):
+        return ops.linear_attention_step(q, k, v, state, feature_map=self.feature_map, normalize=self.normalize)
 
     def _init_mixer_state(self, batch_size):
         """Zero state: ``S`` ``[batch, heads, head_dim, head_dim]``, or ``(S, z)`` when normalising."""
@@ -202,17 +238,15 @@ class Hedgehog(_LinearMixer):
             ops.hedgehog_feature_map(k, self.k_map_w.astype(k.dtype), self.k_map_b.astype(k.dtype)),
         )
 
-    def _mix(self, x, q, k, v, segment_ids):
+    def _op(self, x, q, k, v, **kwargs):
         fq, fk = self._features(q, k)
         if self.sow_distillation_loss:
             self.sow("intermediates", "distillation_loss", ops.hedgehog_distillation_loss(q, k, fq, fk))
-        o = ops.linear_attention(fq, fk, v, normalize=True, **self._op_kwargs(segment_ids))
-        return self._finish(o, x)
+        return ops.linear_attention(fq, fk, v, normalize=True, **kwargs)
 
-    def _mix_step(self, x_t, q, k, v, state):
+    def _op_step(self, x_t, q, k, v, state):
         fq, fk = self._features(q, k)
-        o, state = ops.linear_attention_step(fq, fk, v, state, normalize=True)
-        return self._finish(o, x_t), state
+        return ops.linear_attention_step(fq, fk, v, state, normalize=True)
 
     def _init_mixer_state(self, batch_size):
         """Zero ``(S [batch, heads, 2 m, head_dim], z [batch, heads, 2 m])``, ``m = feature_dim``."""
@@ -253,13 +287,14 @@ class Retention(_GatedOutput):
     def _log_decay(self):
         return ops.retnet_log_decays(self.num_heads)
 
-    def _mix(self, x, q, k, v, segment_ids):
-        o = ops.retention(q, k, v, self._log_decay(), **self._op_kwargs(segment_ids))
-        return self._finish(o, x)
+    def _op(self, x, q, k, v, **kwargs):
+        return ops.retention(q, k, v, self._log_decay(), **kwargs)
 
-    def _mix_step(self, x_t, q, k, v, state):
-        o, state = ops.retention_step(q, k, v, self._log_decay(), state)
-        return self._finish(o, x_t), state
+    def _op_step(self, x_t, q, k, v, state):
+        return ops.retention_step(q, k, v, self._log_decay(), state)
+
+    def _sequence_parallel_op(self, x, q, k, v, **kwargs):
+        return parallel_sequence.retention(q, k, v, self._log_decay(), **kwargs)
 
     def _init_mixer_state(self, batch_size):
         """Zero state ``[batch, heads, head_dim, head_dim]``."""
@@ -291,13 +326,14 @@ class GLA(_GatedOutput):
     def _gate(self, x):
         return self._heads(jax.nn.log_sigmoid(self.gk_up(self.gk_down(x))) / self.gate_logit_normalizer)
 
-    def _mix(self, x, q, k, v, segment_ids):
-        o = ops.gla(q, k, v, self._gate(x), **self._op_kwargs(segment_ids))
-        return self._finish(o, x)
+    def _op(self, x, q, k, v, **kwargs):
+        return ops.gla(q, k, v, self._gate(x), **kwargs)
 
-    def _mix_step(self, x_t, q, k, v, state):
-        o, state = ops.gla_step(q, k, v, self._gate(x_t), state)
-        return self._finish(o, x_t), state
+    def _op_step(self, x_t, q, k, v, state):
+        return ops.gla_step(q, k, v, self._gate(x_t), state)
+
+    def _sequence_parallel_op(self, x, q, k, v, **kwargs):
+        return parallel_sequence.gla(q, k, v, self._gate(x), **kwargs)
 
     def _init_mixer_state(self, batch_size):
         """Zero state ``[batch, heads, head_dim, head_dim]``."""
@@ -332,15 +368,17 @@ class DeltaNet(_GatedOutput):
             q, k = nn.silu(q), nn.silu(k)
         return _l2_normalize(q), _l2_normalize(k), nn.sigmoid(self.b_proj(x))
 
-    def _mix(self, x, q, k, v, segment_ids):
+    def _op(self, x, q, k, v, **kwargs):
         q, k, beta = self._qkb(x, q, k)
-        o = ops.delta_rule(q, k, v, beta, **self._op_kwargs(segment_ids))
-        return self._finish(o, x)
+        return ops.delta_rule(q, k, v, beta, **kwargs)
 
-    def _mix_step(self, x_t, q, k, v, state):
+    def _op_step(self, x_t, q, k, v, state):
         q, k, beta = self._qkb(x_t, q, k)
-        o, state = ops.delta_rule_step(q, k, v, beta, state)
-        return self._finish(o, x_t), state
+        return ops.delta_rule_step(q, k, v, beta, state)
+
+    def _sequence_parallel_op(self, x, q, k, v, **kwargs):
+        q, k, beta = self._qkb(x, q, k)
+        return parallel_sequence.delta_rule(q, k, v, beta, **kwargs)
 
     def _init_mixer_state(self, batch_size):
         """Zero state ``[batch, heads, head_dim, head_dim]``."""

@@ -16,10 +16,11 @@ per-channel kernel of up to ``max_length`` taps:
 
 Taps beyond ``max_length`` are zero, so any input length works and the
 cached decode step (a ring buffer of the last ``max_length`` inputs) matches
-the parallel form at every position. ``causal=False`` learns a second kernel
-for the future direction (``kernel_reverse``) and convolves with the centred
-two-sided kernel. ``segment_ids`` are not supported (convolutions cross
-segment boundaries).
+the parallel form at every position; ``__call__`` takes and returns the same
+state (``initial_state``, ``return_state``) and then convolves ``[history,
+piece]``. ``causal=False`` learns a second kernel for the future direction
+(``kernel_reverse``) and convolves with the centred two-sided kernel.
+``segment_ids`` are not supported (convolutions cross segment boundaries).
 """
 
 from __future__ import annotations
@@ -29,19 +30,26 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sequax.mixers.common import GeluGLU, check_input, no_segments, step_guard
 from sequax.mixers.registry import register
 from sequax.ops.fftconv import (
+    append_history,
     conv_history_step,
     fft_conv,
+    history_to_ring,
     multiscale_kernel,
+    ring_to_history,
     smooth_kernel,
     soft_threshold,
     two_sided_kernel,
 )
+from sequax.parallel import context as parallel_context
+from sequax.parallel import sequence as parallel_sequence
 
 
 class _ExplicitLongConv(nn.Module):
-    """Shared block; subclasses define ``_setup_kernel`` and ``kernels``."""
+    """Shared block; subclasses set ``kind`` (the mixer's name) and define ``_setup_kernel``
+    and ``kernels``."""
 
     d_model: int
     causal: bool = True
@@ -54,29 +62,38 @@ class _ExplicitLongConv(nn.Module):
             raise ValueError(f"max_length must be >= 1; got {self.max_length}")
         self._setup_kernel()
         self.D = self.param("D", nn.initializers.ones, (self.d_model,))
-        self.out_proj = nn.Dense(2 * self.d_model, dtype=self.dtype, param_dtype=jnp.float32)
+        self.out = GeluGLU(self.d_model, dtype=self.dtype)
 
-    def _output(self, y):
-        a, b = jnp.split(self.out_proj(nn.gelu(y)), 2, axis=-1)
-        return a * nn.sigmoid(b)
-
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``."""
-        if segment_ids is not None:
-            raise NotImplementedError(
-                f"{type(self).__name__} does not support segment_ids: "
-                "its convolution crosses segment boundaries"
-            )
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be [batch, length, d_model={self.d_model}]; got {x.shape}")
-        taps = min(x.shape[1], self.max_length)  # longer lags never meet an input
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> ``[batch, length, d_model]``. With
+        ``return_state`` (causal only) also the state after the last token
+        (``init_state``'s layout); ``initial_state`` is the one before the first."""
+        no_segments(self.kind, segment_ids)
+        check_input(x, self.d_model)
+        x = x.astype(self.dtype)
+        state = self.init_state(x.shape[0]) if initial_state is None and return_state else initial_state
+        if state is not None:
+            step_guard(self.kind, self.causal)
         k_fwd, k_bwd = self.kernels()
-        k = k_fwd[:taps] if self.causal else two_sided_kernel(k_fwd[:taps], k_bwd[:taps])
-        y = fft_conv(x.astype(self.dtype), k, causal=self.causal, bias=self.D, backend=self.backend)
-        return self._output(y)
+        if state is None:
+            taps = min(x.shape[1], self.max_length)  # longer lags never meet an input
+            k = k_fwd[:taps] if self.causal else two_sided_kernel(k_fwd[:taps], k_bwd[:taps])
+            if parallel_context.sequence_parallel() is not None:  # the length is split: pass input history
+                if not self.causal:
+                    parallel_context.refuse(self.kind, "causal=False: its two-sided kernel reads the future")
+                return self.out(parallel_sequence.fft_conv(x, k, bias=self.D, backend=self.backend))
+            return self.out(fft_conv(x, k, causal=self.causal, bias=self.D, backend=self.backend))
+        past = ring_to_history(state["history"], state["index"])
+        y = self.out(fft_conv(x, k_fwd, bias=self.D, history=past, backend=self.backend))
+        if not return_state:
+            return y
+        index = state["index"] + x.shape[1]
+        return y, dict(history=history_to_ring(append_history(past, x), index), index=index)
 
     def init_state(self, batch_size: int):
-        """Zero decode state: ring buffer of the last ``max_length`` inputs and step index."""
+        """Zero state: ``{"history": [batch, max_length, d_model]`` ring buffer of the last
+        inputs (time ``t`` in slot ``t % max_length``) in ``dtype``, ``"index"``: int32
+        scalar (tokens seen)``}``."""
         return dict(
             history=jnp.zeros((batch_size, self.max_length, self.d_model), self.dtype),
             index=jnp.zeros((), jnp.int32),
@@ -84,15 +101,14 @@ class _ExplicitLongConv(nn.Module):
 
     def step(self, x_t, state):
         """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
-        if not self.causal:
-            raise ValueError("step needs causal=True: the reverse kernel looks at future tokens")
+        step_guard(self.kind, self.causal)
         if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
             raise ValueError(f"x_t must be [batch, d_model={self.d_model}]; got {x_t.shape}")
         k_fwd, _ = self.kernels()
         y, history = conv_history_step(
             x_t.astype(self.dtype), state["history"], k_fwd, state["index"], bias=self.D
         )
-        return self._output(y), dict(history=history, index=state["index"] + 1)
+        return self.out(y), dict(history=history, index=state["index"] + 1)
 
 
 def _auto_num_scales(kernel_dim: int, max_length: int) -> int:
@@ -119,6 +135,7 @@ class SGConv(_ExplicitLongConv):
     kernel_dim: int = 32
     num_scales: int = 0
     alpha: float = 0.5
+    kind = "sgconv"
 
     def _setup_kernel(self):
         if self.kernel_dim < 1:
@@ -164,6 +181,7 @@ class LongConv(_ExplicitLongConv):
     squash_lambda: float = 0.003
     smooth_width: int = 3
     init_scale: float = 0.02
+    kind = "long_conv"
 
     def _setup_kernel(self):
         if self.regularizer not in REGULARIZERS:

@@ -9,11 +9,14 @@ the conv is masked at segment boundaries and the scan state restarts.
 ``mamba2``: one ``in_proj`` gives ``z, x, B, C, dt``; the short conv runs over
 ``(x, B, C)``; ``dt = softplus(dt + dt_bias)`` per head; SSD with a scalar
 ``A = -exp(A_log)`` per head and ``D`` per head; ``out_proj(rmsnorm(y *
-silu(z)))``. No ``segment_ids``.
+silu(z)))``. Packed sequences are honoured as in ``mamba``.
 
-Both are causal only and decode token by token (``init_state``/``step``).
-Parameters are float32; projections and the conv run in ``dtype``, the scans
-in float32.
+Both are causal only. The state (``init_state``) is the short conv's input
+history, the scan state and the segment id of the last token; ``__call__``
+takes and returns it (``initial_state``, ``return_state``) and ``step`` is
+``__call__`` on one token, so decoding, chunked prefill and whole sequences
+share one code path. Parameters are float32; projections and the conv run in
+``dtype``, the scans in float32.
 """
 
 from __future__ import annotations
@@ -25,28 +28,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sequax.mixers.common import check_input, check_positive, end_segment, require_causal, start_state
 from sequax.mixers.registry import register
-from sequax.ops.fftconv import causal_conv1d, causal_conv1d_step
+from sequax.ops.fftconv import causal_conv1d
 from sequax.ops.scan import MODES
-from sequax.ops.ssm.selective import selective_scan, selective_scan_step
-from sequax.ops.ssm.ssd import ssd, ssd_step
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"mixer_kwargs.{name} must be a positive int; got {value!r}")
-
-
-def _check_input(x, d_model):
-    if x.ndim != 3 or x.shape[-1] != d_model or x.shape[1] < 1:
-        raise ValueError(f"x must be [batch, length >= 1, d_model={d_model}]; got shape {x.shape}")
-
-
-def _check_causal(name, causal):
-    if not causal:
-        raise ValueError(
-            f"{name} is causal only (its conv and scan look back); set model.causal=True"
-        )
+from sequax.ops.ssm.selective import selective_scan
+from sequax.ops.ssm.ssd import ssd
+from sequax.parallel import context as parallel_context
+from sequax.parallel import sequence as parallel_sequence
 
 
 def uniform_init(bound):
@@ -82,8 +71,81 @@ def _short_conv(module, name, channels):
     return kernel, bias
 
 
+class _MambaBlock(nn.Module):
+    """What Mamba and Mamba-2 share: fields, the short conv with its history, the state, ``step``.
+
+    Subclasses define ``conv_dim`` (the conv's channels), ``_ssm_state_shape``
+    and ``_mix(x, state, segment_ids, return_state) -> (y, conv_history, ssm_state)``
+    (``state`` None: start from zeros; ``ssm_state`` None unless ``return_state``).
+    ``mode`` is the scan's pure-JAX algorithm (mamba: ``sequential``,
+    ``associative``, ``chunked``; mamba2: ``chunked``, ``naive``; None: the
+    backend's default), ``backend`` its implementation (sequax.ops.dispatch).
+    """
+
+    d_model: int
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    chunk_size: int = 64
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    mode: Optional[str] = None
+    backend: str = "auto"  # auto | xla | pallas
+    causal: bool = True
+    dtype: Any = jnp.float32
+
+    @property
+    def d_inner(self):
+        return self.expand * self.d_model
+
+    def _sequence_split(self, state, return_state):
+        """Whether this call runs with the length split over the active sequence mesh axis
+        (:mod:`sequax.parallel.sequence`): a split is active and no state goes in or out."""
+        return state is None and not return_state and parallel_context.sequence_parallel() is not None
+
+    def _conv(self, xs, state, segment_ids, split=False):
+        """``silu(conv(xs) + bias)`` continuing ``state["conv"]``; returns it and the new history
+        (None when ``split``: the halo comes from the previous sequence shard)."""
+        dtype = jnp.dtype(self.dtype)
+        if split:
+            xs = parallel_sequence.causal_conv1d(xs, self.conv_kernel.astype(dtype), segment_ids=segment_ids)
+            return jax.nn.silu(xs + self.conv_bias.astype(dtype)), None
+        xs, history = causal_conv1d(
+            xs, self.conv_kernel.astype(dtype), segment_ids=segment_ids,
+            history=None if state is None else state["conv"], return_history=True,
+        )
+        return jax.nn.silu(xs + self.conv_bias.astype(dtype)), history
+
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> same shape; with ``return_state`` also the
+        state after the last token (``init_state``'s layout). ``initial_state``: the
+        state before the first token (None: zeros)."""
+        check_input(x, self.d_model)
+        state = None if initial_state is None else start_state(self, x.shape[0], initial_state, segment_ids)
+        y, conv, ssm = self._mix(x, state, segment_ids, return_state)
+        if not return_state:
+            return y
+        previous = self.init_state(x.shape[0]) if state is None else state
+        return y, dict(conv=conv, ssm=ssm, segment=end_segment(previous, segment_ids))
+
+    def init_state(self, batch_size):
+        """Zero state: ``{"conv": [batch, d_conv-1, conv_dim]`` in ``dtype`` (the last
+        conv inputs, oldest first), ``"ssm"``: the float32 scan state,
+        ``"segment": [batch]`` int32 (the last token's segment id)``}``."""
+        return dict(
+            conv=jnp.zeros((batch_size, self.d_conv - 1, self.conv_dim), jnp.dtype(self.dtype)),
+            ssm=jnp.zeros((batch_size,) + self._ssm_state_shape, jnp.float32),
+            segment=jnp.zeros((batch_size,), jnp.int32),
+        )
+
+    def step(self, x_t, state):
+        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
+        y, state = self(x_t[:, None], initial_state=state, return_state=True)
+        return y[:, 0], state
+
+
 @register("mamba")
-class Mamba(nn.Module):
+class Mamba(_MambaBlock):
     """The Mamba block over ``x`` ``[batch, length, d_model]``.
 
     ``d_inner = expand * d_model``, ``dt_rank = ceil(d_model / 16)`` unless set.
@@ -95,31 +157,24 @@ class Mamba(nn.Module):
     pure-JAX selective-scan algorithm, ``backend`` the implementation.
     """
 
-    d_model: int
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
     dt_rank: Optional[int] = None
-    mode: Optional[str] = None  # pure-JAX algorithm: None | sequential | associative | chunked
-    backend: str = "auto"  # auto | xla | pallas (sequax.ops.dispatch)
-    chunk_size: int = 64
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    causal: bool = True
-    dtype: Any = jnp.float32
 
     @property
-    def d_inner(self):
-        return self.expand * self.d_model
+    def conv_dim(self):
+        return self.d_inner
+
+    @property
+    def _ssm_state_shape(self):
+        return (self.d_inner, self.d_state)
 
     @property
     def _dt_rank(self):
         return math.ceil(self.d_model / 16) if self.dt_rank is None else self.dt_rank
 
     def setup(self):
-        _check_causal("mamba", self.causal)
+        require_causal("mamba", self.causal)
         for name in ("d_state", "d_conv", "expand", "chunk_size", "_dt_rank"):
-            _check_positive(name.lstrip("_"), getattr(self, name))
+            check_positive(name.lstrip("_"), getattr(self, name))
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"mixer_kwargs.mode must be one of {MODES} (or None); got {self.mode!r}")
         d, r, n = self.d_inner, self._dt_rank, self.d_state
@@ -140,48 +195,23 @@ class Mamba(nn.Module):
         self.D = self.param("D", nn.initializers.ones, (d,))
         self.out_proj = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype, name="out_proj")
 
-    def _ssm_inputs(self, x):
-        """Post-conv ``x`` ``[..., d_inner]`` -> ``delta``, ``B``, ``C``."""
-        r, n = self._dt_rank, self.d_state
-        dbc = self.x_proj(x)
-        return self.dt_proj(dbc[..., :r]), dbc[..., r : r + n], dbc[..., r + n :]
-
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> same shape."""
-        _check_input(x, self.d_model)
-        dtype = jnp.dtype(self.dtype)
+    def _mix(self, x, state, segment_ids, return_state):
+        split = self._sequence_split(state, return_state)
         xs, z = jnp.split(self.in_proj(x), 2, axis=-1)
-        kernel = self.conv_kernel.astype(dtype)
-        xs = causal_conv1d(xs, kernel, segment_ids=segment_ids)
-        xs = jax.nn.silu(xs + self.conv_bias.astype(dtype))
-        delta, B, C = self._ssm_inputs(xs)
-        y = selective_scan(
-            xs, delta, -jnp.exp(self.A_log), B, C, self.D, z, delta_bias=self.dt_bias,
-            delta_softplus=True, mode=self.mode, chunk_size=self.chunk_size,
-            segment_ids=segment_ids, backend=self.backend,
+        xs, conv = self._conv(xs, state, segment_ids, split)
+        r, n = self._dt_rank, self.d_state
+        dbc = self.x_proj(xs)
+        args = (xs, self.dt_proj(dbc[..., :r]), -jnp.exp(self.A_log), dbc[..., r : r + n], dbc[..., r + n :],
+                self.D, z)
+        opts = dict(delta_bias=self.dt_bias, delta_softplus=True, mode=self.mode, chunk_size=self.chunk_size,
+                    segment_ids=segment_ids, backend=self.backend)
+        if split:
+            return self.out_proj(parallel_sequence.selective_scan(*args, **opts)), None, None
+        out = selective_scan(
+            *args, **opts, initial_state=None if state is None else state["ssm"], return_state=return_state,
         )
-        return self.out_proj(y)
-
-    def init_state(self, batch_size):
-        """Zero state: ``{"conv": [batch, d_conv-1, d_inner]`` in ``dtype``,
-        ``"ssm": [batch, d_inner, d_state]`` float32``}``."""
-        return dict(
-            conv=jnp.zeros((batch_size, self.d_conv - 1, self.d_inner), jnp.dtype(self.dtype)),
-            ssm=jnp.zeros((batch_size, self.d_inner, self.d_state), jnp.float32),
-        )
-
-    def step(self, x_t, state):
-        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
-        dtype = jnp.dtype(self.dtype)
-        xs, z = jnp.split(self.in_proj(x_t), 2, axis=-1)
-        xs, conv = causal_conv1d_step(xs, state["conv"], self.conv_kernel.astype(dtype))
-        xs = jax.nn.silu(xs + self.conv_bias.astype(dtype))
-        delta, B, C = self._ssm_inputs(xs)
-        y, ssm = selective_scan_step(
-            xs, delta, -jnp.exp(self.A_log), B, C, state["ssm"], self.D, z,
-            delta_bias=self.dt_bias, delta_softplus=True,
-        )
-        return self.out_proj(y), dict(conv=conv, ssm=ssm)
+        y, ssm = out if return_state else (out, None)
+        return self.out_proj(y), conv, ssm
 
 
 def gated_rmsnorm(y, z, weight, groups=1, eps=1e-5):
@@ -198,7 +228,7 @@ def gated_rmsnorm(y, z, weight, groups=1, eps=1e-5):
 
 
 @register("mamba2")
-class Mamba2(nn.Module):
+class Mamba2(_MambaBlock):
     """The Mamba-2 block over ``x`` ``[batch, length, d_model]``.
 
     ``d_inner = expand * d_model`` split into ``d_inner / head_dim`` heads;
@@ -207,26 +237,12 @@ class Mamba2(nn.Module):
     heads``, giving ``z, x, B, C, dt``), ``conv_kernel``/``conv_bias`` over
     ``(x, B, C)``, ``dt_bias``, ``A_log``, ``D`` ``[heads]`` (``A = -exp(A_log)``
     with ``-A`` uniform in [1, 16] at init), ``norm`` ``[d_inner]``,
-    ``out_proj``. SSD runs in chunks of ``chunk_size``.
+    ``out_proj``. SSD runs in chunks of ``chunk_size``; ``segment_ids`` reset the
+    conv and the SSD state.
     """
 
-    d_model: int
     head_dim: int = 16
-    d_state: int = 16
     ngroups: int = 1
-    d_conv: int = 4
-    expand: int = 2
-    chunk_size: int = 64
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    mode: Optional[str] = None  # pure-JAX SSD algorithm: None (chunked) | chunked | naive
-    backend: str = "auto"  # auto | xla | pallas (sequax.ops.dispatch)
-    causal: bool = True
-    dtype: Any = jnp.float32
-
-    @property
-    def d_inner(self):
-        return self.expand * self.d_model
 
     @property
     def heads(self):
@@ -236,10 +252,14 @@ class Mamba2(nn.Module):
     def conv_dim(self):
         return self.d_inner + 2 * self.ngroups * self.d_state
 
+    @property
+    def _ssm_state_shape(self):
+        return (self.heads, self.head_dim, self.d_state)
+
     def setup(self):
-        _check_causal("mamba2", self.causal)
+        require_causal("mamba2", self.causal)
         for name in ("head_dim", "d_state", "ngroups", "d_conv", "expand", "chunk_size"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         if self.d_inner % self.head_dim:
             raise ValueError(
                 f"mixer_kwargs.head_dim ({self.head_dim}) must divide expand * d_model "
@@ -283,38 +303,19 @@ class Mamba2(nn.Module):
         y = y.reshape(y.shape[:-2] + (self.d_inner,))
         return self.out_proj(gated_rmsnorm(y, z, self.norm, self.ngroups))
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> same shape."""
-        if segment_ids is not None:
-            raise NotImplementedError(
-                "mamba2 cannot honour segment_ids (its SSD state and short conv would cross "
-                "packed sequences); pass segment_ids=None or use the mamba mixer"
-            )
-        _check_input(x, self.d_model)
-        dtype = jnp.dtype(self.dtype)
+    def _mix(self, x, state, segment_ids, return_state):
+        split = self._sequence_split(state, return_state)
         z, xbc, dt = self._split(self.in_proj(x))
-        xbc = causal_conv1d(xbc, self.conv_kernel.astype(dtype))
-        xbc = jax.nn.silu(xbc + self.conv_bias.astype(dtype))
+        xbc, conv = self._conv(xbc, state, segment_ids, split)
         xh, B, C, dt = self._heads(xbc, dt)
-        y = ssd(xh, dt, -jnp.exp(self.A_log), B, C, chunk_size=self.chunk_size, D=self.D, mode=self.mode,
-                backend=self.backend)
-        return self._out(y, z)
-
-    def init_state(self, batch_size):
-        """Zero state: ``{"conv": [batch, d_conv-1, conv_dim]`` in ``dtype``,
-        ``"ssm": [batch, heads, head_dim, d_state]`` float32``}``, with
-        ``conv_dim = d_inner + 2 ngroups d_state``."""
-        return dict(
-            conv=jnp.zeros((batch_size, self.d_conv - 1, self.conv_dim), jnp.dtype(self.dtype)),
-            ssm=jnp.zeros((batch_size, self.heads, self.head_dim, self.d_state), jnp.float32),
+        if split:
+            y = parallel_sequence.ssd(xh, dt, -jnp.exp(self.A_log), B, C, chunk_size=self.chunk_size, D=self.D,
+                                      mode=self.mode, segment_ids=segment_ids, backend=self.backend)
+            return self._out(y, z), None, None
+        out = ssd(
+            xh, dt, -jnp.exp(self.A_log), B, C, chunk_size=self.chunk_size, D=self.D, mode=self.mode,
+            segment_ids=segment_ids, backend=self.backend,
+            initial_state=None if state is None else state["ssm"], return_state=return_state,
         )
-
-    def step(self, x_t, state):
-        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
-        dtype = jnp.dtype(self.dtype)
-        z, xbc, dt = self._split(self.in_proj(x_t))
-        xbc, conv = causal_conv1d_step(xbc, state["conv"], self.conv_kernel.astype(dtype))
-        xbc = jax.nn.silu(xbc + self.conv_bias.astype(dtype))
-        xh, B, C, dt = self._heads(xbc, dt)
-        y, ssm = ssd_step(xh, dt, -jnp.exp(self.A_log), B, C, state["ssm"], D=self.D)
-        return self._out(y, z), dict(conv=conv, ssm=ssm)
+        y, ssm = out if return_state else (out, None)
+        return self._out(y, z), conv, ssm

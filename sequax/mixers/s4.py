@@ -9,9 +9,12 @@ gated output projection (``Dense(2H)`` + GLU), as in the S4 code.
   (:func:`sequax.ops.ssm.s4.s4_dplr_kernel`).
 
 ``causal=False`` adds a second kernel (own ``C``, shared ``Λ``, ``B``, ``dt``)
-run from the end of the sequence; both see lag 0. ``step`` (decoding) is only
-defined for the causal form. Neither honours ``segment_ids``: a convolution
-crosses packed-sequence boundaries.
+run from the end of the sequence; both see lag 0. ``step`` (decoding) and the
+state in/out of ``__call__`` are only defined for the causal form: the state
+is the SSM's (complex) state, and a piece that starts from one adds its exact
+contribution ``C Ā^(t+1) x_{-1}`` to the convolution's outputs
+(:func:`sequax.ops.ssm.s4.diag_ssm_carry`, :func:`~sequax.ops.ssm.s4.dense_ssm_carry`).
+Neither honours ``segment_ids``: a convolution crosses packed-sequence boundaries.
 """
 
 from __future__ import annotations
@@ -19,15 +22,27 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from sequax.mixers.common import (
+    GeluGLU,
+    check_choice,
+    check_even_state,
+    check_input,
+    complex_const_param,
+    complex_normal_param,
+    eigenvalues,
+    no_segments,
+    step_guard,
+)
 from sequax.mixers.registry import register
 from sequax.ops.fftconv import fft_conv, two_sided_kernel
 from sequax.ops.ssm.s4 import (
     DISCRETIZATIONS,
     S4D_INITS,
+    dense_ssm_carry,
     dense_ssm_step,
+    diag_ssm_carry,
     diag_ssm_step,
     discretize_bilinear,
     discretize_zoh,
@@ -38,74 +53,8 @@ from sequax.ops.ssm.s4 import (
     s4d_init,
     s4d_kernel,
 )
-
-# Real parts of the eigenvalues are clipped to at most this, keeping every SSM stable.
-MAX_REAL_PART = -1e-4
-
-
-def check_even_state(name, value):
-    """``ValueError`` unless ``value`` is an even int >= 2 (used for ``d_state``-like fields)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2 or value % 2:
-        raise ValueError(
-            f"mixer_kwargs.{name} must be an even int >= 2 (states come in conjugate pairs); "
-            f"got {value!r}"
-        )
-
-
-def check_choice(name, value, choices):
-    """``ValueError`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"mixer_kwargs.{name} must be one of {choices}; got {value!r}")
-
-
-def no_segments(mixer, segment_ids):
-    """Raise ``NotImplementedError`` when a convolution mixer is given ``segment_ids``."""
-    if segment_ids is not None:
-        raise NotImplementedError(
-            f"{mixer} cannot honour segment_ids: its long convolution mixes packed sequences; "
-            "pass segment_ids=None (unpacked batches) or use a scan-based mixer such as s5"
-        )
-
-
-def check_input(x, d_model):
-    """``ValueError`` unless ``x`` is ``[batch, length >= 1, d_model]``."""
-    if x.ndim != 3 or x.shape[-1] != d_model or x.shape[1] < 1:
-        raise ValueError(f"x must be [batch, length >= 1, d_model={d_model}]; got shape {x.shape}")
-
-
-def complex_normal_param(module, name, shape, scale=None):
-    """A complex parameter stored as float32 ``shape + (2,)`` (real, imag).
-
-    Initialised complex normal with ``E|c|^2 = 1``, times ``scale`` (broadcast
-    to ``shape``) if given. Returns the complex64 value.
-    """
-
-    def init(key, full_shape):
-        c = jax.random.normal(key, full_shape, jnp.float32) * jnp.sqrt(0.5)
-        if scale is not None:
-            z = (c[..., 0] + 1j * c[..., 1]) * scale
-            c = jnp.stack([z.real, z.imag], -1).astype(jnp.float32)
-        return c
-
-    p = module.param(name, init, tuple(shape) + (2,))
-    return p[..., 0] + 1j * p[..., 1]
-
-
-def complex_const_param(module, name, value):
-    """A complex parameter stored as float32 ``value.shape + (2,)``, initialised to ``value``."""
-    value = jnp.asarray(value)
-    p = module.param(name, lambda _: jnp.stack([value.real, value.imag], -1).astype(jnp.float32))
-    return p[..., 0] + 1j * p[..., 1]
-
-
-def eigenvalues(module, Lambda0, shape):
-    """Parameters ``Lambda_re``/``Lambda_im`` initialised to ``Lambda0`` broadcast to
-    ``shape``; returns the complex eigenvalues with the real part clipped to
-    ``MAX_REAL_PART``."""
-    f32 = jnp.float32
-    re = module.param("Lambda_re", lambda _: jnp.broadcast_to(Lambda0.real, shape).astype(f32))
-    im = module.param("Lambda_im", lambda _: jnp.broadcast_to(Lambda0.imag, shape).astype(f32))
-    return jnp.minimum(re, MAX_REAL_PART) + 1j * im
+from sequax.parallel import context as parallel_context
+from sequax.parallel import sequence as parallel_sequence
 
 
 def ssm_conv(x, kernels, D, causal, backend="auto"):
@@ -118,33 +67,67 @@ def ssm_conv(x, kernels, D, causal, backend="auto"):
     return fft_conv(x, two_sided_kernel(kernels[0], kernels[1]), causal=False, bias=D, backend=backend)
 
 
-class GatedOutput(nn.Module):
-    """GELU, then ``Dense(2 * features)`` and a GLU ``a * sigmoid(b)``.
+class _ConvSSM(nn.Module):
+    """The S4/S4D block ``GeluGLU(K * x + D x)``: parallel form, state in/out and ``step``.
 
-    ``[..., features_in]`` -> ``[..., features]`` in ``dtype``.
+    Subclasses set ``kind`` (the mixer's name) and the recurrent form's
+    ``step_fn``/``carry_fn`` (diagonal or dense), set up ``D`` and ``out``, and
+    define ``kernels(L)`` (one ``[L, H]`` kernel per direction),
+    ``recurrence()`` (the discretised ``(state matrix, B̄, C)`` of the causal
+    direction) and ``init_state``.
     """
 
-    features: int
+    d_model: int
+    d_state: int = 64
+    causal: bool = True
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    backend: str = "auto"  # fft_conv's: auto | xla | pallas
     dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, y):
-        dense = nn.Dense(2 * self.features, dtype=self.dtype, name="dense")
-        y = dense(nn.gelu(y.astype(self.dtype)))
-        a, b = jnp.split(y, 2, axis=-1)
-        return a * nn.sigmoid(b)
+    def _ssm_params(self, C_scale=None):
+        """The parameters after ``Lambda`` (and ``P``, ``B``): ``log_dt``, ``C``, ``D``, the output."""
+        H, N2 = self.d_model, self.d_state // 2
+        self.log_dt = self.param("log_dt", log_dt_init, (H,), self.dt_min, self.dt_max)
+        self.C = complex_normal_param(self, "C", (1 if self.causal else 2, H, N2), scale=C_scale)
+        self.D = self.param("D", nn.initializers.normal(1.0), (H,))
+        self.out = GeluGLU(H, dtype=self.dtype)
 
+    def _check_length(self, length):
+        pass
 
-def _step_guard(mixer, causal):
-    if not causal:
-        raise ValueError(
-            f"{mixer}: init_state/step need the causal form (causal=False mixes in the future); "
-            "set model.causal=True to decode"
-        )
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> same shape (FFT convolution). With
+        ``return_state`` also the state after the last token (``init_state``'s layout);
+        ``initial_state`` is the one before the first (None: zeros)."""
+        no_segments(self.kind, segment_ids)
+        check_input(x, self.d_model)
+        self._check_length(x.shape[1])
+        stateful = initial_state is not None or return_state
+        if stateful:
+            step_guard(self.kind, self.causal)
+        elif parallel_context.sequence_parallel() is not None:  # the length is split: pass input history
+            if not self.causal:
+                parallel_context.refuse(self.kind, "causal=False: its reverse kernel reads the future")
+            kernel = self.kernels(x.shape[1])[0]
+            return self.out(parallel_sequence.fft_conv(x, kernel, bias=self.D, backend=self.backend))
+        y = ssm_conv(x, self.kernels(x.shape[1]), self.D, self.causal, self.backend)
+        if not stateful:
+            return self.out(y)
+        state = self.init_state(x.shape[0]) if initial_state is None else initial_state
+        y_state, state = self.carry_fn(*self.recurrence(), x, state)
+        return self.out((y.astype(jnp.float32) + y_state).astype(x.dtype)), state
+
+    def step(self, x_t, state):
+        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
+        step_guard(self.kind, self.causal)
+        y, state = self.step_fn(*self.recurrence(), x_t, state)
+        y = y + self.D * x_t.astype(jnp.float32)
+        return self.out(y.astype(x_t.dtype)), state
 
 
 @register("s4d")
-class S4D(nn.Module):
+class S4D(_ConvSSM):
     """S4D (Gu et al. 2022): ``H = d_model`` diagonal SSMs with ``d_state/2`` complex states each.
 
     Parameters: ``Lambda_re``, ``Lambda_im`` ``[H, d_state/2]`` (from
@@ -155,15 +138,12 @@ class S4D(nn.Module):
     initialisation, since only the product ``C B`` matters.
     """
 
-    d_model: int
-    d_state: int = 64
-    causal: bool = True
     ssm_init: str = "lin"
     discretization: str = "zoh"
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    backend: str = "auto"  # fft_conv's: auto | xla | pallas
-    dtype: Any = jnp.float32
+
+    kind = "s4d"
+    step_fn = staticmethod(diag_ssm_step)
+    carry_fn = staticmethod(diag_ssm_carry)
 
     def setup(self):
         check_even_state("d_state", self.d_state)
@@ -172,38 +152,24 @@ class S4D(nn.Module):
         H, N2 = self.d_model, self.d_state // 2
         Lambda0, B0 = s4d_init(self.d_state, self.ssm_init)
         self.Lambda = eigenvalues(self, Lambda0, (H, N2))
-        self.log_dt = self.param("log_dt", log_dt_init, (H,), self.dt_min, self.dt_max)
-        self.C = complex_normal_param(self, "C", (1 if self.causal else 2, H, N2), scale=B0)
-        self.D = self.param("D", nn.initializers.normal(1.0), (H,))
-        self.out = GatedOutput(H, dtype=self.dtype)
+        self._ssm_params(C_scale=B0)
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> same shape (FFT convolution)."""
-        no_segments("s4d", segment_ids)
-        check_input(x, self.d_model)
-        L = x.shape[1]
-        kernels = [
-            s4d_kernel(self.Lambda, 1.0, C, self.log_dt, L, self.discretization) for C in self.C
-        ]
-        return self.out(ssm_conv(x, kernels, self.D, self.causal, self.backend))
+    def kernels(self, L):
+        return [s4d_kernel(self.Lambda, 1.0, C, self.log_dt, L, self.discretization) for C in self.C]
+
+    def recurrence(self):
+        discretize = discretize_zoh if self.discretization == "zoh" else discretize_bilinear
+        Lambda_bar, B_bar = discretize(self.Lambda, 1.0, jnp.exp(self.log_dt)[:, None])
+        return Lambda_bar, B_bar, self.C[0]
 
     def init_state(self, batch_size):
         """Zero state ``[batch_size, d_model, d_state/2]`` complex64."""
-        _step_guard("s4d", self.causal)
+        step_guard("s4d", self.causal)
         return jnp.zeros((batch_size, self.d_model, self.d_state // 2), jnp.complex64)
-
-    def step(self, x_t, state):
-        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
-        _step_guard("s4d", self.causal)
-        discretize = discretize_zoh if self.discretization == "zoh" else discretize_bilinear
-        Lambda_bar, B_bar = discretize(self.Lambda, 1.0, jnp.exp(self.log_dt)[:, None])
-        y, state = diag_ssm_step(Lambda_bar, B_bar, self.C[0], x_t, state)
-        y = y + self.D * x_t.astype(jnp.float32)
-        return self.out(y.astype(x_t.dtype)), state
 
 
 @register("s4")
-class S4(nn.Module):
+class S4(_ConvSSM):
     """S4 (Gu et al. 2022): ``H = d_model`` DPLR SSMs initialised from HiPPO-LegS.
 
     Parameters: ``Lambda_re``, ``Lambda_im``, ``P``, ``B`` (``[H, d_state/2]``,
@@ -220,14 +186,11 @@ class S4(nn.Module):
     Inputs longer than ``l_max`` raise ``ValueError``.
     """
 
-    d_model: int
-    d_state: int = 64
-    causal: bool = True
     l_max: int = 1024
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    backend: str = "auto"  # fft_conv's: auto | xla | pallas
-    dtype: Any = jnp.float32
+
+    kind = "s4"
+    step_fn = staticmethod(dense_ssm_step)
+    carry_fn = staticmethod(dense_ssm_carry)
 
     def setup(self):
         check_even_state("d_state", self.d_state)
@@ -238,39 +201,23 @@ class S4(nn.Module):
         self.Lambda = eigenvalues(self, Lambda0, (H, N2))
         self.P = complex_const_param(self, "P", jnp.broadcast_to(P0, (H, N2)))
         self.B = complex_const_param(self, "B", jnp.broadcast_to(B0, (H, N2)))
-        self.log_dt = self.param("log_dt", log_dt_init, (H,), self.dt_min, self.dt_max)
-        self.C = complex_normal_param(self, "C", (1 if self.causal else 2, H, N2))
-        self.D = self.param("D", nn.initializers.normal(1.0), (H,))
-        self.out = GatedOutput(H, dtype=self.dtype)
+        self._ssm_params()
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length <= l_max, d_model]`` -> same shape (FFT convolution)."""
-        no_segments("s4", segment_ids)
-        check_input(x, self.d_model)
-        L = x.shape[1]
-        if L > self.l_max:
+    def _check_length(self, length):
+        if length > self.l_max:
             raise ValueError(
-                f"s4: input length {L} exceeds mixer_kwargs.l_max={self.l_max}; raise l_max to "
-                "at least the longest sequence"
+                f"s4: input length {length} exceeds mixer_kwargs.l_max={self.l_max}; raise l_max to "
+                "at least the longest sequence (or piece)"
             )
-        kernels = [
-            s4_dplr_kernel(self.Lambda, self.P, self.B, C, self.log_dt, self.l_max)[:L]
-            for C in self.C
-        ]
-        return self.out(ssm_conv(x, kernels, self.D, self.causal, self.backend))
+
+    def kernels(self, L):
+        return [s4_dplr_kernel(self.Lambda, self.P, self.B, C, self.log_dt, self.l_max)[:L] for C in self.C]
+
+    def recurrence(self):
+        return s4_dplr_recurrence(self.Lambda, self.P, self.B, self.C[0], self.log_dt, self.l_max)
 
     def init_state(self, batch_size):
         """Zero state ``[batch_size, d_model, d_state]`` complex64 (all ``N`` states:
         the low-rank term couples each state with its conjugate partner)."""
-        _step_guard("s4", self.causal)
+        step_guard("s4", self.causal)
         return jnp.zeros((batch_size, self.d_model, self.d_state), jnp.complex64)
-
-    def step(self, x_t, state):
-        """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
-        _step_guard("s4", self.causal)
-        A_bar, B_bar, C = s4_dplr_recurrence(
-            self.Lambda, self.P, self.B, self.C[0], self.log_dt, self.l_max
-        )
-        y, state = dense_ssm_step(A_bar, B_bar, C, x_t, state)
-        y = y + self.D * x_t.astype(jnp.float32)
-        return self.out(y.astype(x_t.dtype)), state

@@ -4,7 +4,9 @@
 :mod:`sequax.ops.ssm.s5`), then GELU and a gated output projection
 (``Dense(2 d_model)`` + GLU). ``causal=False`` adds a reverse-time scan read out
 by a second ``C̃`` (outputs summed). Packed sequences (``segment_ids``) are
-honoured: the state restarts at every segment boundary.
+honoured: the state restarts at every segment boundary. The causal form's state
+(``init_state``, and ``__call__``'s ``initial_state``/``return_state``) is the
+complex scan state and the segment id of the last token.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sequax.mixers.common import (
+    GeluGLU, check_choice, check_input, eigenvalues, end_segment, start_state, step_guard,
+)
 from sequax.mixers.registry import register
-from sequax.mixers.s4 import GatedOutput, _step_guard, check_choice, check_input, eigenvalues
 from sequax.ops.ssm.s4 import DISCRETIZATIONS, log_dt_init
 from sequax.ops.ssm.s5 import s5_apply, s5_discretize, s5_init, s5_step
+from sequax.parallel import context as parallel_context
+from sequax.parallel import sequence as parallel_sequence
 
 # Leaf names of the state-space parameters of the s4, s4d, s5 and h3 mixers:
 # eigenvalues, step sizes and the input/low-rank matrices. They are usually
@@ -78,30 +84,49 @@ class S5(nn.Module):
         self.B_tilde = B[..., 0] + 1j * B[..., 1]
         self.C_tilde = C[..., 0] + 1j * C[..., 1]
         self.D = self.param("D", nn.initializers.normal(1.0), (H,))
-        self.out = GatedOutput(H, dtype=self.dtype)
+        self.out = GeluGLU(H, dtype=self.dtype)
 
     def _discrete(self):
         return s5_discretize(self.Lambda, self.B_tilde, self.log_dt, self.discretization)
 
-    def __call__(self, x, *, segment_ids=None, deterministic=True):
-        """``x`` ``[batch, length, d_model]`` -> same shape (associative scan)."""
+    def __call__(self, x, *, segment_ids=None, deterministic=True, initial_state=None, return_state=False):
+        """``x`` ``[batch, length, d_model]`` -> same shape (one scan over the states). With
+        ``return_state`` (causal only) also the state after the last token
+        (``init_state``'s layout); ``initial_state`` is the one before the first."""
         check_input(x, self.d_model)
         Lambda_bar, B_bar = self._discrete()
-        C = self.C_tilde if not self.causal else self.C_tilde[0]
-        y = s5_apply(
-            Lambda_bar, B_bar, C, self.D, x, bidirectional=not self.causal, segment_ids=segment_ids,
-            mode=self.mode, backend=self.backend,
+        scan = dict(segment_ids=segment_ids, mode=self.mode, backend=self.backend)
+        split = parallel_context.sequence_parallel() is not None and initial_state is None and not return_state
+        if split and not self.causal:
+            parallel_context.refuse("s5", "causal=False: its reverse scan")
+        if split:  # the length is split over the sequence mesh axis; the scan's state crosses shards
+            return self.out(parallel_sequence.s5_apply(Lambda_bar, B_bar, self.C_tilde[0], self.D, x, **scan))
+        if not self.causal:
+            if initial_state is not None or return_state:
+                step_guard("s5", self.causal)
+            return self.out(s5_apply(Lambda_bar, B_bar, self.C_tilde, self.D, x, bidirectional=True, **scan))
+        state = None if initial_state is None else start_state(self, x.shape[0], initial_state, segment_ids)
+        out = s5_apply(
+            Lambda_bar, B_bar, self.C_tilde[0], self.D, x, **scan,
+            initial_state=None if state is None else state["ssm"], return_state=return_state,
         )
-        return self.out(y)
+        if not return_state:
+            return self.out(out)
+        y, ssm = out
+        previous = self.init_state(x.shape[0]) if state is None else state
+        return self.out(y), dict(ssm=ssm, segment=end_segment(previous, segment_ids))
 
     def init_state(self, batch_size):
-        """Zero state ``[batch_size, state_size/2]`` complex64."""
-        _step_guard("s5", self.causal)
-        return jnp.zeros((batch_size, self.state_size // 2), jnp.complex64)
+        """Zero state ``{"ssm": [batch, state_size/2]`` complex64, ``"segment": [batch]`` int32``}``."""
+        step_guard("s5", self.causal)
+        return dict(
+            ssm=jnp.zeros((batch_size, self.state_size // 2), jnp.complex64),
+            segment=jnp.zeros((batch_size,), jnp.int32),
+        )
 
     def step(self, x_t, state):
         """One token: ``x_t`` ``[batch, d_model]`` -> ``(y_t [batch, d_model], state)``."""
-        _step_guard("s5", self.causal)
+        step_guard("s5", self.causal)
         Lambda_bar, B_bar = self._discrete()
-        y, state = s5_step(Lambda_bar, B_bar, self.C_tilde[0], self.D, x_t, state)
-        return self.out(y), state
+        y, ssm = s5_step(Lambda_bar, B_bar, self.C_tilde[0], self.D, x_t, state["ssm"])
+        return self.out(y), dict(state, ssm=ssm)

@@ -30,7 +30,7 @@ Logits are ``scale * q.k + bias``, then ``softcap * tanh(logits / softcap)``.
 ``score="softmax"`` normalises ``exp(logits)``; ``score="softplus"``
 normalises ``softplus(c_i * logits)`` with a length factor ``c_i`` (see
 :func:`attention`). Rows with no visible key return zeros. Math is done in
-float32; the output has ``q``'s dtype.
+float32 (float64 for float64 inputs); the output has ``q``'s dtype.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sequax.ops.dispatch import BackendTable, check_mode
+from sequax.ops.segments import split_chunks
 
 SCORES = ("softmax", "softplus")
 # Algorithms of the pure-JAX ("xla") backend: materialised logits, or online
@@ -53,7 +54,9 @@ AUTO_BLOCKWISE_MIN_LOGITS = 4096 * 4096
 
 # Backends: "xla" (pure JAX: dense reference or blockwise), "cudnn" (through
 # jax.nn.dot_product_attention), "pallas" (pallas_kernels.flash_attention).
-ATTENTION = BackendTable("attention", {"gpu": ("cudnn", "pallas", "xla"), "tpu": ("pallas", "xla")})
+# auto: measured on an H200 (BENCHMARKS.md); the TPU kernel has not run on a TPU yet, so TPUs
+# get it only with backend="pallas".
+ATTENTION = BackendTable("attention", {"gpu": ("cudnn", "pallas", "xla"), "tpu": ("xla",)})
 
 Window = Union[None, int, Tuple[int, int]]
 
@@ -63,20 +66,43 @@ Window = Union[None, int, Tuple[int, int]]
 # ----------------------------------------------------------------------------
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _int_pair(name: str, value, what: str) -> Tuple[int, int]:
+    """``value`` as a pair of ints (an int ``n`` gives ``(n, n)``), or ``ValueError``."""
+    pair = (value, value) if _is_int(value) else value
+    try:
+        a, b = pair
+    except (TypeError, ValueError):
+        a = b = None
+    if not (_is_int(a) and _is_int(b)):
+        raise ValueError(f"{name} must be {what}; got {value!r}")
+    return int(a), int(b)
+
+
 def normalize_window(window: Window) -> Optional[Tuple[int, int]]:
-    """``None`` | ``w`` | ``(left, right)`` -> ``None`` | ``(left, right)``."""
+    """``None`` | ``w`` | ``(left, right)`` -> ``None`` | ``(left, right)``; ints >= 0."""
     if window is None:
         return None
-    if isinstance(window, (int, np.integer)):
-        window = (window, 0)
-    if len(window) != 2 or any(int(w) < 0 for w in window):
-        raise ValueError(
-            f"window must be a non-negative int or a (left, right) pair of them, got {window!r}"
-        )
-    return int(window[0]), int(window[1])
+    what = "a non-negative int w (meaning (w, 0)) or a (left, right) pair of them, e.g. window=(128, 0)"
+    left, right = _int_pair("window", (window, 0) if _is_int(window) else window, what)
+    if left < 0 or right < 0:
+        raise ValueError(f"window must be {what}; got {window!r}")
+    return left, right
 
 
-def _split_segment_ids(segment_ids, q_len, kv_len):
+def _normalize_block_size(block_size) -> Tuple[int, int]:
+    what = "a positive int or a (block_q, block_k) pair of them, e.g. block_size=512"
+    pair = _int_pair("block_size", block_size, what)
+    if min(pair) <= 0:
+        raise ValueError(f"block_size must be {what}; got {block_size!r}")
+    return pair
+
+
+def _split_segment_ids(segment_ids, q_len, kv_len, batch=None):
+    """-> ``(q_seg [batch, q_len], kv_seg [batch, kv_len])`` int arrays, or ``(None, None)``."""
     if segment_ids is None:
         return None, None
     if isinstance(segment_ids, (tuple, list)):
@@ -89,15 +115,20 @@ def _split_segment_ids(segment_ids, q_len, kv_len):
             )
         q_seg = kv_seg = segment_ids
     q_seg, kv_seg = jnp.asarray(q_seg), jnp.asarray(kv_seg)
-    if q_seg.ndim != 2 or q_seg.shape[1] != q_len or kv_seg.ndim != 2 or kv_seg.shape[1] != kv_len:
+    rows = (q_seg.shape[0] if q_seg.ndim == 2 else None) if batch is None else batch
+    if (
+        q_seg.shape != (rows, q_len) or kv_seg.shape != (rows, kv_len)
+        or not jnp.issubdtype(q_seg.dtype, jnp.integer) or not jnp.issubdtype(kv_seg.dtype, jnp.integer)
+    ):
+        want = "batch" if batch is None else f"batch={batch}"
         raise ValueError(
-            f"segment_ids must be [batch, q_len={q_len}] and [batch, kv_len={kv_len}]; "
-            f"got {q_seg.shape} and {kv_seg.shape}"
+            f"segment_ids must be int arrays [{want}, q_len={q_len}] and [{want}, kv_len={kv_len}]; "
+            f"got {q_seg.dtype}{q_seg.shape} and {kv_seg.dtype}{kv_seg.shape}"
         )
     return q_seg, kv_seg
 
 
-def _split_positions(positions, q_len, kv_len):
+def _split_positions(positions, q_len, kv_len, batch=None):
     """-> ``q_pos`` ``[B, q_len]``, ``k_pos`` ``[B, kv_len]`` int32 (B = 1 or batch)."""
     if positions is None:
         q_pos = jnp.arange(q_len, dtype=jnp.int32) + (kv_len - q_len)
@@ -109,9 +140,11 @@ def _split_positions(positions, q_len, kv_len):
         pos = jnp.asarray(pos)
         if pos.ndim == 1:
             pos = pos[None]
-        if pos.ndim != 2 or pos.shape[1] != length or not jnp.issubdtype(pos.dtype, jnp.integer):
+        rows_ok = batch is None or pos.shape[0] in (1, batch)
+        if pos.ndim != 2 or pos.shape[1] != length or not rows_ok or not jnp.issubdtype(pos.dtype, jnp.integer):
+            rows = "batch" if batch is None else f"batch={batch}"
             raise ValueError(
-                f"positions: {name} must be an int array [{length}] or [batch, {length}], "
+                f"positions: {name} must be an int array [{length}] or [{rows}, {length}], "
                 f"got {pos.dtype}{pos.shape}"
             )
         out.append(pos.astype(jnp.int32))
@@ -126,10 +159,10 @@ def _normalize_block_mask(block_mask):
     except (TypeError, ValueError):
         raise ValueError("block_mask must be a (layout [q_blocks, kv_blocks] bool, block_size int) pair") from None
     layout = jnp.asarray(layout, bool)
-    if layout.ndim != 2 or int(block_size) <= 0:
+    if layout.ndim != 2 or not _is_int(block_size) or block_size <= 0:
         raise ValueError(
-            f"block_mask needs a 2-D layout and a positive block_size; got layout{layout.shape}, "
-            f"block_size={block_size}"
+            f"block_mask needs a 2-D layout and a positive int block_size; got layout{layout.shape}, "
+            f"block_size={block_size!r}"
         )
     return layout, int(block_size)
 
@@ -283,6 +316,11 @@ def attention_dropout_mask(rng, rate: float, batch: int, heads: int, q_len: int,
 # ----------------------------------------------------------------------------
 
 
+def _math_dtype(*xs):
+    """float32, or wider when the inputs are (float64 inputs keep float64 math)."""
+    return jnp.promote_types(jnp.result_type(*xs), jnp.float32)
+
+
 def _length_factor(count, train_len):
     """``log(n) / log(train_len)`` with ``n`` visible keys (1 when train_len is None)."""
     if train_len is None:
@@ -294,7 +332,7 @@ def attention_reference(
     q, k, v, *, mask=None, bias=None, softcap=None, scale=None, score="softmax",
     softplus_train_len=512, dropout_rate=0.0, dropout_rng=None, return_lse=False,
 ):
-    """Materialised-scores attention in float32 (the readable reference).
+    """Materialised-scores attention in float32 or wider (the readable reference).
 
     Args:
       q: ``[batch, q_len, heads, head_dim]``; k, v: ``[batch, kv_len, kv_heads, head_dim]``.
@@ -304,17 +342,18 @@ def attention_reference(
 
     Returns:
       ``[batch, q_len, heads, head_dim]`` in ``q``'s dtype, and with
-      ``return_lse`` also ``lse`` ``[batch, heads, q_len]`` float32.
+      ``return_lse`` also ``lse`` ``[batch, heads, q_len]`` (float32, or float64 for float64 inputs).
     """
     batch, q_len, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     groups = heads // kv_heads
     scale = head_dim**-0.5 if scale is None else scale
-    qg = q.astype(jnp.float32).reshape(batch, q_len, kv_heads, groups, head_dim)
-    logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k.astype(jnp.float32)) * scale
+    dt = _math_dtype(q, k, v)
+    qg = q.astype(dt).reshape(batch, q_len, kv_heads, groups, head_dim)
+    logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k.astype(dt)) * scale
     logits = logits.reshape(batch, heads, q_len, -1)
     if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
+        logits = logits + bias.astype(dt)
     if softcap is not None:
         logits = softcap * jnp.tanh(logits / softcap)
     if mask is None:
@@ -333,7 +372,7 @@ def attention_reference(
         keep = attention_dropout_mask(dropout_rng, dropout_rate, batch, heads, q_len, logits.shape[-1])
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
     probs = probs.reshape(batch, kv_heads, groups, q_len, -1)
-    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v.astype(jnp.float32))
+    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v.astype(dt))
     out = out.reshape(batch, q_len, heads, v.shape[-1]).astype(q.dtype)
     if not return_lse:
         return out
@@ -347,18 +386,9 @@ def attention_reference(
 # ----------------------------------------------------------------------------
 
 
-def _pad_axis(x, axis, amount, value=0):
-    if amount == 0:
-        return x
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, amount)
-    return jnp.pad(x, widths, constant_values=value)
-
-
-def _blocks(x, axis, num, size):
-    """Split ``axis`` (already padded to ``num * size``) and move the block index first."""
-    x = x.reshape(x.shape[:axis] + (num, size) + x.shape[axis + 1:])
-    return jnp.moveaxis(x, axis, 0)
+def _tiles(x, size, pad_value=0):
+    """``[b, L, ...]`` -> ``[num_tiles, b, size, ...]``: axis 1 padded with ``pad_value`` and split."""
+    return jnp.moveaxis(split_chunks(x, size, axis=1, pad_value=pad_value), 1, 0)
 
 
 def _attention_blockwise(
@@ -371,33 +401,33 @@ def _attention_blockwise(
     carrying the running row max ``m``, normaliser ``l`` and accumulator
     ``acc``. Both loop bodies are rematerialised (``jax.checkpoint``), so the
     backward pass also keeps only O(length) state. Returns ``(out, lse)`` as
-    ``[batch, q_len, heads, dv]`` float32 and ``[batch, heads, q_len]``.
+    ``[batch, q_len, heads, dv]`` and ``[batch, heads, q_len]`` in the math dtype.
     """
     batch, q_len, heads, head_dim = q.shape
     kv_len, kv_heads, dv = k.shape[1], k.shape[2], v.shape[-1]
     groups = heads // kv_heads
+    dt = _math_dtype(q, k, v)
     bq, bk = min(block_size[0], q_len), min(block_size[1], kv_len)
     nq, nk = -(-q_len // bq), -(-kv_len // bk)
     pq, pk = nq * bq - q_len, nk * bk - kv_len
 
     # Tiles, block index first: q [nq, b, kvh, g, bq, d], k/v [nk, b, kvh, bk, d].
-    qt = _pad_axis(q.astype(jnp.float32), 1, pq).reshape(batch, nq * bq, kv_heads, groups, head_dim)
-    qt = jnp.moveaxis(_blocks(qt, 1, nq, bq), 2, 4)
-    kt = jnp.moveaxis(_blocks(_pad_axis(k.astype(jnp.float32), 1, pk), 1, nk, bk), 2, 3)
-    vt = jnp.moveaxis(_blocks(_pad_axis(v.astype(jnp.float32), 1, pk), 1, nk, bk), 2, 3)
+    qt = q.astype(dt).reshape(batch, q_len, kv_heads, groups, head_dim)
+    qt = jnp.moveaxis(_tiles(qt, bq), 2, 4)
+    kt, vt = (jnp.moveaxis(_tiles(x.astype(dt), bk), 2, 3) for x in (k, v))
     q_xs = dict(
-        i=jnp.arange(nq), q=qt, pos=_blocks(_pad_axis(q_pos, 1, pq), 1, nq, bq),
-        seg=None if q_seg is None else _blocks(_pad_axis(q_seg, 1, pq), 1, nq, bq),
+        i=jnp.arange(nq, dtype=jnp.int32), q=qt, pos=_tiles(q_pos, bq),
+        seg=None if q_seg is None else _tiles(q_seg, bq),
     )
     k_xs = dict(
-        j=jnp.arange(nk), k=kt, v=vt, pos=_blocks(_pad_axis(k_pos, 1, pk, -1), 1, nk, bk),
-        seg=None if k_seg is None else _blocks(_pad_axis(k_seg, 1, pk), 1, nk, bk),
+        j=jnp.arange(nk, dtype=jnp.int32), k=kt, v=vt, pos=_tiles(k_pos, bk, -1),
+        seg=None if k_seg is None else _tiles(k_seg, bk),
         valid=(jnp.arange(nk * bk) < kv_len).reshape(nk, bk),
     )
     if bias is not None and not callable(bias):
-        bias = bias.astype(jnp.float32)
-        bias = _pad_axis(bias, 2, pq if bias.shape[2] > 1 else 0)
-        bias = _pad_axis(bias, 3, pk if bias.shape[3] > 1 else 0)
+        bias = bias.astype(dt)
+        pad = [(0, 0), (0, 0), (0, pq if bias.shape[2] > 1 else 0), (0, pk if bias.shape[3] > 1 else 0)]
+        bias = jnp.pad(bias, pad)
     seed = _dropout_seed(dropout_rng) if dropout_rate else None
     head_idx = (jnp.arange(kv_heads)[:, None] * groups + jnp.arange(groups))[None, :, :, None, None]
 
@@ -410,11 +440,11 @@ def _attention_blockwise(
         )
         return (vis & kx["valid"][None, None, :])[:, None, None]
 
-    def tile_logits(qx, kx):  # -> float32 [b, kvh, g, bq, bk]
+    def tile_logits(qx, kx):  # -> dt [b, kvh, g, bq, bk]
         s = jnp.einsum("bhgqd,bhkd->bhgqk", qx["q"], kx["k"]) * scale
         if bias is not None:
             if callable(bias):
-                tile = bias(qx["pos"][:, :, None], kx["pos"][:, None, :]).astype(jnp.float32)
+                tile = bias(qx["pos"][:, :, None], kx["pos"][:, None, :]).astype(dt)
             else:
                 tile = bias
                 if tile.shape[2] > 1:
@@ -434,7 +464,7 @@ def _attention_blockwise(
         if score == "softplus":
             # The length factor needs each row's number of visible keys first.
             def count(n, kx):
-                return n + jnp.sum(tile_mask(qx, kx), axis=-1), None
+                return n + jnp.sum(tile_mask(qx, kx), axis=-1, dtype=jnp.int32), None
 
             n, _ = jax.lax.scan(count, jnp.zeros((batch, 1, 1, bq), jnp.int32), k_xs)
             factor = _length_factor(n, softplus_train_len)[..., None]
@@ -450,7 +480,7 @@ def _attention_blockwise(
                 p = jnp.where(vis, jnp.exp(s - m_use[..., None]), 0.0)
                 alpha = jnp.exp(m - m_use)
             else:
-                m_new, alpha = m, jnp.ones((), jnp.float32)
+                m_new, alpha = m, jnp.ones((), dt)
                 p = jnp.where(vis, jax.nn.softplus(factor * jnp.where(vis, s, 0.0)), 0.0)
             l = alpha * l + jnp.sum(p, -1)
             if seed is not None:
@@ -469,7 +499,8 @@ def _attention_blockwise(
             return carry, None
 
         shape = (batch, kv_heads, groups, bq)
-        init = (jnp.full(shape, -jnp.inf), jnp.zeros(shape), jnp.zeros(shape + (dv,)))
+        init = (jnp.full(shape, -jnp.inf, dt), jnp.zeros(shape, dt),
+                jnp.zeros(shape + (dv,), dt))
         (m, l, acc), _ = jax.lax.scan(body, init, k_xs)
         out = acc / jnp.where(l == 0, 1.0, l)[..., None]
         if score == "softmax":
@@ -496,6 +527,16 @@ def _check_inputs(q, k, v, bias, num_sinks, softcap):
             "q, k, v must be 4-D [batch, length, heads, head_dim]; got shapes "
             f"q{q.shape} k{k.shape} v{v.shape}"
         )
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(
+                f"{name} must be a floating-point array; got {x.dtype} (cast it, e.g. .astype(jnp.float32))"
+            )
+        if 0 in x.shape:
+            raise ValueError(
+                f"{name} must have at least one element along every axis [batch, length, heads, head_dim]; "
+                f"got shape {x.shape}"
+            )
     if k.shape[:3] != v.shape[:3]:
         raise ValueError(f"k and v must agree in batch, kv_len and kv_heads; got k{k.shape} v{v.shape}")
     if q.shape[0] != k.shape[0]:
@@ -515,8 +556,8 @@ def _check_inputs(q, k, v, bias, num_sinks, softcap):
                 f"bias must be 4-D, broadcastable to [batch, heads, q_len, kv_len] = {target}; "
                 f"got shape {shape}"
             )
-    if num_sinks < 0:
-        raise ValueError(f"num_sinks must be >= 0, got {num_sinks}")
+    if not _is_int(num_sinks) or num_sinks < 0:
+        raise ValueError(f"num_sinks must be an int >= 0, got {num_sinks!r}")
     if softcap is not None and softcap <= 0:
         raise ValueError(f"softcap must be positive (or None), got {softcap}")
 
@@ -625,7 +666,7 @@ def attention(
         (kept ones scaled by ``1 / (1 - rate)``); needs ``dropout_rng``. The
         mask is :func:`attention_dropout_mask`, identical for every backend.
       dropout_rng: a ``jax.random`` key.
-      return_lse: also return ``lse`` ``[batch, heads, q_len]`` float32, the
+      return_lse: also return ``lse`` ``[batch, heads, q_len]`` float32 (float64 for float64 inputs), the
         log-sum-exp of the final logits over the visible keys (``-inf`` for
         rows with none); softmax only.
       block_size: blockwise tile size, ``int`` or ``(block_q, block_k)``.
@@ -646,10 +687,7 @@ def attention(
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
     if dropout_rate and dropout_rng is None:
         raise ValueError("dropout_rate > 0 needs dropout_rng (a jax.random key)")
-    if isinstance(block_size, (int, np.integer)):
-        block_size = (block_size, block_size)
-    if len(block_size) != 2 or min(block_size) <= 0:
-        raise ValueError(f"block_size must be a positive int or a (block_q, block_k) pair, got {block_size!r}")
+    block_size = _normalize_block_size(block_size)
     window = normalize_window(window)
     block_mask = _normalize_block_mask(block_mask)
     q_len, kv_len = q.shape[1], k.shape[1]
@@ -660,9 +698,9 @@ def attention(
                 f"block_mask layout {block_mask[0].shape} with block_size {block_mask[1]} covers fewer "
                 f"than kv_len={kv_len} positions; make the layout ceil(kv_len / block_size) blocks a side"
             )
-    q_seg, kv_seg = _split_segment_ids(segment_ids, q_len, kv_len)
+    q_seg, kv_seg = _split_segment_ids(segment_ids, q_len, kv_len, batch=q.shape[0])
     if positions is not None:
-        _split_positions(positions, q_len, kv_len)  # validates them
+        _split_positions(positions, q_len, kv_len, batch=q.shape[0])  # validates them
     args = dict(
         causal=causal, window=window, segment_ids=None if q_seg is None else (q_seg, kv_seg),
         bias=bias, softcap=softcap, num_sinks=num_sinks, scale=scale, block_mask=block_mask,
@@ -719,6 +757,7 @@ def _attention_cudnn(q, k, v, *, causal, window, bias, scale, positions, **_):
 
 ATTENTION.register("xla", _attention_xla)
 ATTENTION.register("cudnn", _attention_cudnn, _cudnn_why_not)
+ATTENTION.register("pallas", "pallas_kernels.flash_attention:attention", "pallas_kernels.flash_attention:why_not")
 
 
 def _full_bias(bias, q_pos, k_pos):

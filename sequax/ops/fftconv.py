@@ -20,6 +20,10 @@ Contents:
   (direct), with a rolling-window decode step.
 - :func:`conv_history_step`: decode step for a long causal convolution that
   caches the input history in a ring buffer (O(history) per token).
+- Pieces (chunked prefill, sequence shards): both causal convolutions take a
+  ``history`` of the inputs before the piece, oldest first;
+  :func:`append_history` moves it on, :func:`ring_to_history` /
+  :func:`history_to_ring` convert from / to the decode ring buffer.
 - Kernel parameterisations shared by the long-convolution mixers:
   :func:`multiscale_kernel` (SGConv), :func:`two_sided_kernel`,
   :func:`soft_threshold` and :func:`smooth_kernel` (regularised long convs).
@@ -32,18 +36,41 @@ import numpy as np
 from jax import lax
 
 from sequax.ops.dispatch import BackendTable
+from sequax.ops.segments import check_segment_ids, check_sequence, segment_runs
 
 # Backends (sequax.ops.dispatch): "xla" (jnp.fft / lax.conv) and, for the long
 # convolution, "pallas" (pallas_kernels.fftconv: FFT as dense DFT matmuls).
-FFT_CONV = BackendTable("fft_conv", {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")})
+# auto keeps jnp.fft: the kernel measured 0.6-0.8x cuFFT on an H200 (BENCHMARKS.md) and has not
+# run on a TPU; backend="pallas" selects it.
+FFT_CONV = BackendTable("fft_conv", {"gpu": ("xla",), "tpu": ("xla",)})
 CAUSAL_CONV1D = BackendTable("causal_conv1d")
 
 
 def _check_sequence(name, u):
-    if u.ndim != 3:
-        raise ValueError(f"{name} must be [batch, length, channels]; got shape {u.shape}")
-    if not jnp.issubdtype(u.dtype, jnp.floating):
-        raise ValueError(f"{name} must be a floating-point array; got dtype {u.dtype}")
+    return check_sequence(name, u, 3, layout="[batch, length, channels]")
+
+
+def _check_history(history, batch, size, channels, what):
+    """``history`` ``[batch, size, channels]`` float, or ``ValueError`` naming it."""
+    history = jnp.asarray(history)
+    want = (batch, size, channels)
+    if history.shape != want or not jnp.issubdtype(history.dtype, jnp.floating):
+        raise ValueError(
+            f"history must be a float array [batch, {what}, channels] = {want} (the inputs before "
+            f"u[:, 0], oldest first); got {history.dtype}{list(history.shape)}"
+        )
+    return history
+
+
+def append_history(history, u):
+    """The last ``H`` inputs of ``[history, u]``: ``[batch, H, channels]`` in ``history``'s dtype.
+
+    ``history`` ``[batch, H, channels]`` holds the inputs before ``u``
+    ``[batch, length, channels]``, oldest first.
+    """
+    size = history.shape[1]
+    full = jnp.concatenate([history, u.astype(history.dtype)], axis=1)
+    return full[:, full.shape[1] - size :]
 
 
 def _check_kernel(name, k, channels):
@@ -63,7 +90,7 @@ def _fft_size(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
+def fft_conv(u, k, *, causal=True, bias=None, history=None, backend="auto"):
     """Depthwise long convolution of ``u`` with ``k`` via a zero-padded FFT.
 
     Args:
@@ -80,6 +107,10 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
         causal kernel left-padded with ``K-1`` zeros gives the causal result.
       bias: optional ``[channels]`` skip weight: ``bias * u`` is added to the
         output (the "D" term of state-space layers, i.e. extra weight on lag 0).
+      history: optional ``[batch, H, channels]`` (causal only), the ``H``
+        inputs before ``u[:, 0]``, oldest first: the convolution continues
+        them exactly, as if ``[history, u]`` were convolved and the first ``H``
+        outputs dropped (taps beyond ``H + t`` see zeros, as at a sequence start).
       backend: ``"auto"``, ``"xla"`` (``jnp.fft``) or ``"pallas"`` (see
         :mod:`sequax.ops.dispatch`).
 
@@ -89,11 +120,8 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
       ``>= length + K' - 1`` (``K'`` the taps that can reach the sequence), so
       the circular convolution never wraps around.
     """
-    u, k = jnp.asarray(u), jnp.asarray(k)
-    _check_sequence("u", u)
-    length, channels = u.shape[1], u.shape[2]
-    if length < 1:
-        raise ValueError(f"u must have length >= 1; got shape {u.shape}")
+    u, k = _check_sequence("u", u), jnp.asarray(k)
+    batch, _, channels = u.shape
     _check_kernel("k", k, channels)
     _check_bias(bias, channels)
     if not causal and k.shape[0] % 2 == 0:
@@ -101,7 +129,16 @@ def fft_conv(u, k, *, causal=True, bias=None, backend="auto"):
             f"k: a two-sided kernel (causal=False) needs an odd kernel_length so "
             f"k[(K-1)//2] is lag zero; got K={k.shape[0]} (pad one zero tap)"
         )
-    return FFT_CONV(backend, dict(u=u, k=k, causal=causal, bias=bias), u, k, causal=causal, bias=bias)
+    past = 0
+    if history is not None:
+        if not causal:
+            raise ValueError("history needs causal=True (a two-sided kernel also reads the future)")
+        if jnp.ndim(history) == 3:
+            past = jnp.shape(history)[1]
+        history = _check_history(history, batch, past, channels, "H")
+        u = jnp.concatenate([history.astype(u.dtype), u], axis=1)
+    y = FFT_CONV(backend, dict(u=u, k=k, causal=causal, bias=bias), u, k, causal=causal, bias=bias)
+    return y[:, past:]
 
 
 def _fft_conv_xla(u, k, *, causal, bias):
@@ -134,46 +171,72 @@ FFT_CONV.register("xla", _fft_conv_xla)
 FFT_CONV.register("pallas", "pallas_kernels.fftconv:fft_conv", "pallas_kernels.fftconv:why_not")
 
 
-def causal_conv1d(u, k, *, segment_ids=None, backend="auto"):
+def causal_conv1d(u, k, *, segment_ids=None, history=None, return_history=False, backend="auto"):
     """Short causal depthwise convolution, computed directly (no FFT).
 
-    ``y[t] = sum_{s=0}^{min(t, K-1)} k[s] u[t-s]`` (same convention as
-    :func:`fft_conv`): ``k[0]`` weights the current input.
+    ``y[t] = sum_{s=0}^{K-1} k[s] u[t-s]`` (same convention as
+    :func:`fft_conv`): ``k[0]`` weights the current input; inputs before the
+    piece come from ``history`` (zeros if None, i.e. a sequence start).
 
     Args:
-      u: ``[batch, length, channels]``.
+      u: ``[batch, length, channels]`` float.
       k: ``[kernel_length, channels]``, cast to ``u``'s dtype.
       segment_ids: optional ``[batch, length]`` ints; taps never reach across a
         change of id (packed sequences), as if each segment were zero-padded.
+      history: optional ``[batch, K-1, channels]``, the ``K-1`` inputs before
+        ``u[:, 0]``, oldest first: the layout of :func:`causal_conv1d_step`'s
+        ``conv_state``. It belongs to the piece's first segment.
+      return_history: also return the history for the next piece.
       backend: ``"auto"`` or ``"xla"`` (see :mod:`sequax.ops.dispatch`).
 
     Returns:
-      ``[batch, length, channels]`` in ``u``'s dtype (accumulated in float32).
+      ``y`` ``[batch, length, channels]`` in ``u``'s dtype (accumulated in
+      float32); with ``return_history`` also the new history ``[batch, K-1,
+      channels]`` (``history``'s dtype, else ``u``'s): the last ``K-1`` inputs
+      of ``[history, u]``, those of any segment but the last set to zero.
     """
-    u, k = jnp.asarray(u), jnp.asarray(k)
-    _check_sequence("u", u)
-    _check_kernel("k", k, u.shape[2])
-    inputs = dict(u=u, k=k, segment_ids=segment_ids)
-    return CAUSAL_CONV1D(backend, inputs, u, k, segment_ids=segment_ids)
-
-
-def _causal_conv1d_xla(u, k, *, segment_ids):
-    """:func:`causal_conv1d` on validated inputs (direct convolution)."""
-    channels, taps = u.shape[2], k.shape[0]
+    u, k = _check_sequence("u", u), jnp.asarray(k)
+    batch, length, channels = u.shape
+    _check_kernel("k", k, channels)
     if segment_ids is not None:
-        return _segmented_causal_conv1d(u, k, segment_ids)
-    # conv_general_dilated correlates: out[t] = sum_j w[j] u[t + j - (K-1)] with
-    # left padding K-1, so w is k reversed.
+        segment_ids = check_segment_ids(segment_ids, batch, length)
+    if history is None:
+        history = jnp.zeros((batch, k.shape[0] - 1, channels), u.dtype)
+    history = _check_history(history, batch, k.shape[0] - 1, channels, "K-1")
+    # Run ids of [history, u]: the history shares position 0's run.
+    runs = None
+    if segment_ids is not None:
+        runs = jnp.pad(segment_runs(segment_ids), [(0, 0), (k.shape[0] - 1, 0)])
+    inputs = dict(u=u, k=k, segment_ids=segment_ids, history=history)
+    y = CAUSAL_CONV1D(backend, inputs, u, k, history=history, runs=runs)
+    if not return_history:
+        return y
+    new = append_history(history, u)
+    if runs is not None:  # keep only the last segment's inputs
+        tail = runs[:, runs.shape[1] - new.shape[1] :]
+        new = jnp.where((tail == runs[:, -1:])[..., None], new, jnp.zeros((), new.dtype))
+    return y, new
+
+
+def _causal_conv1d_xla(u, k, *, history, runs):
+    """:func:`causal_conv1d` on validated inputs: ``history`` ``[b, K-1, c]``, ``runs``
+    ``[b, K-1+L]`` run ids of ``[history, u]`` (None: no segments)."""
+    channels = u.shape[2]
+    full = jnp.concatenate([history.astype(u.dtype), u], axis=1)
+    accumulate = jnp.promote_types(u.dtype, jnp.float32)
+    if runs is not None:
+        return _segmented_causal_conv1d(full, k, runs, u.shape[1], accumulate).astype(u.dtype)
+    # conv_general_dilated correlates: out[t] = sum_j w[j] full[t + j], so w is k reversed.
     w = k[::-1, None, :].astype(u.dtype)  # [K, 1, channels] in WIO layout
     y = lax.conv_general_dilated(
-        u,
+        full,
         w,
         window_strides=(1,),
-        padding=[(taps - 1, 0)],
+        padding=[(0, 0)],
         dimension_numbers=("NWC", "WIO", "NWC"),
         feature_group_count=channels,
         precision=lax.Precision.HIGHEST,
-        preferred_element_type=jnp.float32,
+        preferred_element_type=accumulate,
     )
     return y.astype(u.dtype)
 
@@ -181,22 +244,16 @@ def _causal_conv1d_xla(u, k, *, segment_ids):
 CAUSAL_CONV1D.register("xla", _causal_conv1d_xla)
 
 
-def _segmented_causal_conv1d(u, k, segment_ids):
-    """:func:`causal_conv1d` one tap at a time, dropping taps from another segment."""
-    if segment_ids.shape != u.shape[:2]:
-        raise ValueError(f"segment_ids must have shape [batch, length]={u.shape[:2]}; got {segment_ids.shape}")
-    # Number the maximal runs of equal ids, so an id reused later stays a new segment.
-    starts = jnp.concatenate(
-        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
-    )
-    run = jnp.cumsum(starts, axis=1)
-    length = u.shape[1]
-    y = jnp.zeros(u.shape, jnp.float32)
-    for lag in range(min(k.shape[0], length)):
-        shifted = jnp.pad(u, [(0, 0), (lag, 0), (0, 0)])[:, :length].astype(jnp.float32)
-        same = run == jnp.pad(run, [(0, 0), (lag, 0)], constant_values=-1)[:, :length]
-        y = y + jnp.where(same[..., None], shifted, 0.0) * k[lag].astype(jnp.float32)
-    return y.astype(u.dtype)
+def _segmented_causal_conv1d(full, k, runs, length, dtype):
+    """One tap at a time over ``full = [history, u]``, dropping taps from another run."""
+    first = full.shape[1] - length  # = K-1: where u starts in full
+    here = runs[:, first:]
+    y = jnp.zeros((full.shape[0], length, full.shape[2]), dtype)
+    for lag in range(k.shape[0]):
+        src = slice(first - lag, first - lag + length)
+        same = here == runs[:, src]
+        y = y + jnp.where(same[..., None], full[:, src].astype(dtype), 0.0) * k[lag].astype(dtype)
+    return y
 
 
 def causal_conv1d_step(u_t, conv_state, k):
@@ -213,8 +270,8 @@ def causal_conv1d_step(u_t, conv_state, k):
       the state shifted by one with ``u_t`` appended (``conv_state``'s dtype).
     """
     u_t, conv_state, k = jnp.asarray(u_t), jnp.asarray(conv_state), jnp.asarray(k)
-    if u_t.ndim != 2:
-        raise ValueError(f"u_t must be [batch, channels]; got shape {u_t.shape}")
+    if u_t.ndim != 2 or not jnp.issubdtype(u_t.dtype, jnp.floating):
+        raise ValueError(f"u_t must be a float array [batch, channels]; got {u_t.dtype}{list(u_t.shape)}")
     batch, channels = u_t.shape
     _check_kernel("k", k, channels)
     expected = (batch, k.shape[0] - 1, channels)
@@ -251,8 +308,8 @@ def conv_history_step(u_t, history, k, index, *, bias=None):
       (computed in float32) and the updated buffer.
     """
     u_t, history, k = jnp.asarray(u_t), jnp.asarray(history), jnp.asarray(k)
-    if u_t.ndim != 2:
-        raise ValueError(f"u_t must be [batch, channels]; got shape {u_t.shape}")
+    if u_t.ndim != 2 or not jnp.issubdtype(u_t.dtype, jnp.floating):
+        raise ValueError(f"u_t must be a float array [batch, channels]; got {u_t.dtype}{list(u_t.shape)}")
     batch, channels = u_t.shape
     if history.ndim != 3 or history.shape[0] != batch or history.shape[2] != channels:
         raise ValueError(
@@ -278,6 +335,22 @@ def conv_history_step(u_t, history, k, index, *, bias=None):
     if bias is not None:
         y = y + jnp.asarray(bias, jnp.float32) * u_t.astype(jnp.float32)
     return y.astype(u_t.dtype), history
+
+
+def ring_to_history(ring, index):
+    """:func:`conv_history_step`'s ring buffer in time order, oldest first.
+
+    ``ring`` ``[batch, H, channels]`` after ``index`` tokens (scalar int) ->
+    ``[batch, H, channels]``: the inputs at times ``index - H .. index - 1``
+    (zeros before time 0), ready for :func:`fft_conv`'s ``history``.
+    """
+    return jnp.roll(ring, -(jnp.asarray(index, jnp.int32) % ring.shape[1]), axis=1)
+
+
+def history_to_ring(history, index):
+    """Inverse of :func:`ring_to_history`: the inputs before time ``index``, oldest first
+    ``[batch, H, channels]``, laid out as the ring buffer of :func:`conv_history_step`."""
+    return jnp.roll(history, jnp.asarray(index, jnp.int32) % history.shape[1], axis=1)
 
 
 def _upsample_linear(w, factor: int):

@@ -30,17 +30,29 @@ position's, so nothing crosses a boundary. ``initial_state`` is the state
 before position 0, so it feeds only the first segment of each row (position 0
 is never a reset). All computation happens in at least float32; the output has
 ``v``'s dtype and states are float32.
+
+Log gates may be ``-inf`` (a full forget: the state is zeroed at that token, per
+key feature for GLA). The gated ops floor log gates at ``log(tiny)`` of the
+compute dtype (about -87 in float32; a decay below 1e-38 is far under any
+output's precision), so the chunked form's differences of cumulative gates
+stay finite. ``delta_rule`` needs ``0 <= beta_t |k_t|^2 <= 2`` (see there).
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import numbers
 from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.experimental import checkify
 
-from sequax.ops.dispatch import BackendTable
+from sequax.ops.dispatch import BackendTable, check_mode
+from sequax.ops.segments import check_segment_ids, merge_chunks, segment_runs, segment_starts, split_chunks
 
 MODES = ("naive", "chunked", "recurrent")
 
@@ -68,6 +80,15 @@ def _check_qkv(q, k, v):
     for name, x in (("q", q), ("k", k), ("v", v)):
         if jnp.ndim(x) != 4:
             raise ValueError(f"{name} must be 4-D [batch, time, heads, dim]; got shape {jnp.shape(x)}")
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise ValueError(
+                f"{name} must be a floating-point array; got {jnp.result_type(x)} (cast it, e.g. .astype(jnp.float32))"
+            )
+        if 0 in jnp.shape(x):
+            raise ValueError(
+                f"{name} must have at least one element along every axis [batch, time, heads, dim]; "
+                f"got shape {jnp.shape(x)}"
+            )
     if k.shape != q.shape:
         raise ValueError(f"k must have q's shape {q.shape} [batch, time, heads, dk]; got {k.shape}")
     if v.shape[:3] != q.shape[:3]:
@@ -81,11 +102,12 @@ def _check_per_token(name, x, want):
         raise ValueError(f"{name} must have shape {tuple(want)}; got {jnp.shape(x)}")
 
 
-def _check_mode(mode, chunk_size):
-    if mode is not None and mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)} (or None); got {mode!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+def _check_chunking(op, mode, chunk_size) -> int:
+    """Validate ``mode`` and return ``chunk_size`` as a Python int (numpy ints accepted)."""
+    check_mode(op, mode, MODES)
+    if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, (bool, np.bool_)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, e.g. chunk_size=64; got {chunk_size!r}")
+    return int(chunk_size)
 
 
 def _compute_dtype(*xs):
@@ -103,26 +125,33 @@ def _initial_state(initial_state, shape, dtype):
     return jnp.asarray(initial_state, dtype)
 
 
-def _runs(segment_ids, batch, time):
-    """Segment ids -> run index ``[batch, time]``: 0, 1, 2, ... counting the resets.
-
-    Runs are contiguous and increasing, so ``run_i == run_j`` means "same
-    segment" even when a row reuses an id for a later segment.
-    """
-    if segment_ids is None:
-        return jnp.zeros((batch, time), jnp.int32)
-    segment_ids = jnp.asarray(segment_ids)
-    if segment_ids.shape != (batch, time):
-        raise ValueError(
-            f"segment_ids must have shape [batch, time] = {(batch, time)}; got {segment_ids.shape}"
-        )
-    change = (segment_ids[:, 1:] != segment_ids[:, :-1]).astype(jnp.int32)
-    return jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), jnp.cumsum(change, axis=1)], axis=1)
+def _log_gate_floor(dtype) -> float:
+    """``log(tiny)`` of ``dtype`` (about -87 in float32): one step of this decay keeps less than
+    the smallest normal number, far below any output's precision, while cumulative sums of
+    floored gates stay finite (``-inf - -inf`` is NaN) and small enough to difference."""
+    return math.log(float(jnp.finfo(dtype).tiny))
 
 
-def _resets(run):
-    """``[batch, time]`` bool: True where the state is zeroed before the update."""
-    return jnp.concatenate([jnp.zeros_like(run[:, :1], bool), run[:, 1:] != run[:, :-1]], axis=1)
+# The delta rule's transition I - beta k^T k has eigenvalue 1 - beta |k|^2 along k.
+DELTA_RULE_MAX_GAIN = 2.0
+
+
+def _check_delta_rule_gain(k, beta):
+    """``0 <= beta |k|^2 <= 2`` (1% slack): ``ValueError`` on concrete inputs; under a trace a
+    ``checkify.debug_check`` (an error under ``checkify.checkify``, a no-op otherwise)."""
+    gain = jnp.asarray(beta, jnp.float32) * jnp.sum(jnp.square(jnp.asarray(k, jnp.float32)), axis=-1)
+    ok = jnp.all((gain >= 0.0) & (gain <= DELTA_RULE_MAX_GAIN * 1.01))
+    message = (
+        "delta_rule needs 0 <= beta * |k|^2 <= 2 at every token, or the state grows without bound "
+        "(NaN/inf); L2-normalise k and keep beta in [0, 1] (or [0, 2]). Got beta * |k|^2 in [{lo}, {hi}]"
+    )
+    try:
+        concrete_ok = bool(ok)
+    except jax.errors.ConcretizationTypeError:
+        checkify.debug_check(ok, message, lo=jnp.min(gain), hi=jnp.max(gain))
+        return
+    if not concrete_ok:
+        raise ValueError(message.format(lo=float(jnp.min(gain)), hi=float(jnp.max(gain))))
 
 
 def _out(o, state, return_state, dtype):
@@ -149,12 +178,23 @@ def _read(q_t, state, scale):
     return scale * jnp.einsum("bhk,bhkv->bhv", q_t, state)
 
 
+def _gated_update(state, k_t, v_t, g_t):
+    """``S = diag(exp(g_t)) S + k_t^T v_t``; ``g_t`` ``[batch, heads, dk or 1]``."""
+    return jnp.exp(g_t)[..., None] * state + k_t[..., :, None] * v_t[..., None, :]
+
+
+def _delta_update(state, k_t, v_t, beta_t):
+    """``S = S + beta_t k_t^T (v_t - k_t S)``; ``beta_t`` ``[batch, heads]``."""
+    error = v_t - jnp.einsum("bhk,bhkv->bhv", k_t, state)  # what the memory gets wrong about k
+    return state + beta_t[..., None, None] * k_t[..., :, None] * error[..., None, :]
+
+
 def gla_step(q_t, k_t, v_t, g_t, state, scale=None):
     """One token of gated linear attention.
 
     Args:
       q_t, k_t: ``[batch, heads, dk]``; v_t: ``[batch, heads, dv]``.
-      g_t: ``[batch, heads, dk]`` log forget gate (<= 0).
+      g_t: ``[batch, heads, dk]`` log forget gate (<= 0, ``-inf`` allowed).
       state: ``[batch, heads, dk, dv]``.
       scale: defaults to ``dk ** -0.5``.
 
@@ -163,7 +203,7 @@ def gla_step(q_t, k_t, v_t, g_t, state, scale=None):
     """
     _check_step(q_t, k_t, v_t, state)
     _check_per_token("g_t", g_t, q_t.shape)
-    state = jnp.exp(g_t)[..., None] * state + k_t[..., :, None] * v_t[..., None, :]
+    state = _gated_update(state, k_t, v_t, g_t)
     return _read(q_t, state, _scale(scale, q_t.shape[-1])), state
 
 
@@ -174,7 +214,7 @@ def retention_step(q_t, k_t, v_t, log_decay, state, scale=None):
     """
     _check_step(q_t, k_t, v_t, state)
     _check_per_token("log_decay", log_decay, q_t.shape[1:2])
-    state = jnp.exp(log_decay)[:, None, None] * state + k_t[..., :, None] * v_t[..., None, :]
+    state = _gated_update(state, k_t, v_t, jnp.asarray(log_decay)[:, None])
     return _read(q_t, state, _scale(scale, q_t.shape[-1])), state
 
 
@@ -217,14 +257,15 @@ def delta_rule_step(q_t, k_t, v_t, beta_t, state, scale=None):
     Args:
       q_t, k_t: ``[batch, heads, dk]``; v_t: ``[batch, heads, dv]``;
       beta_t: ``[batch, heads]`` write strength; state ``[batch, heads, dk, dv]``.
+      Needs ``0 <= beta_t |k_t|^2 <= 2`` (see :func:`delta_rule`).
 
     Returns:
       ``(o_t [batch, heads, dv], new_state)``.
     """
     _check_step(q_t, k_t, v_t, state)
     _check_per_token("beta_t", beta_t, q_t.shape[:2])
-    error = v_t - jnp.einsum("bhk,bhkv->bhv", k_t, state)  # what the memory gets wrong about k
-    state = state + beta_t[..., None, None] * k_t[..., :, None] * error[..., None, :]
+    _check_delta_rule_gain(k_t, beta_t)
+    state = _delta_update(state, k_t, v_t, beta_t)
     return _read(q_t, state, _scale(scale, q_t.shape[-1])), state
 
 
@@ -250,46 +291,25 @@ def _recurrent(step, xs, state, reset):
     return _time_major(o), state
 
 
-def _gated_naive(q, k, v, g, state, scale, reset):
-    """Reference: scan of ``S = exp(g_t) S + k_t^T v_t``; ``g`` is ``[B, T, H, 1 or dk]``."""
+def _naive(update, q, k, v, x, state, scale, reset):
+    """Reference: a scan of ``S = update(S, k_t, v_t, x_t)``, ``o_t = scale q_t S``, straight
+    from the definition (no checks; :func:`_recurrent` over the public steps is the other scan)."""
 
-    def body(s, inputs):
-        q_t, k_t, v_t, g_t, r_t = inputs
-        s = jnp.where(r_t[:, None, None, None], 0.0, s)
-        s = jnp.exp(g_t)[..., None] * s + k_t[..., :, None] * v_t[..., None, :]
-        return s, scale * jnp.einsum("bhk,bhkv->bhv", q_t, s)
+    def step(q_t, k_t, v_t, x_t, s):
+        s = update(s, k_t, v_t, x_t)
+        return _read(q_t, s, scale), s
 
-    state, o = lax.scan(body, state, tuple(map(_time_major, (q, k, v, g, reset))))
-    return _time_major(o), state
-
-
-def _delta_naive(q, k, v, beta, state, scale, reset):
-    """Reference: scan of ``S = S + beta_t k_t^T (v_t - k_t S)``."""
-
-    def body(s, inputs):
-        q_t, k_t, v_t, b_t, r_t = inputs
-        s = jnp.where(r_t[:, None, None, None], 0.0, s)
-        error = v_t - jnp.einsum("bhk,bhkv->bhv", k_t, s)
-        s = s + b_t[..., None, None] * k_t[..., :, None] * error[..., None, :]
-        return s, scale * jnp.einsum("bhk,bhkv->bhv", q_t, s)
-
-    state, o = lax.scan(body, state, tuple(map(_time_major, (q, k, v, beta, reset))))
-    return _time_major(o), state
+    return _recurrent(step, (q, k, v, x), state, reset)
 
 
 def _to_chunks(x, chunk_size):
     """``[B, T, H, ...]`` -> ``[B, H, N, C, ...]``, zero-padding time to ``N * C``."""
-    b, t, h = x.shape[:3]
-    n = -(-t // chunk_size)
-    x = jnp.pad(x, [(0, 0), (0, n * chunk_size - t)] + [(0, 0)] * (x.ndim - 2))
-    x = x.reshape((b, n, chunk_size, h) + x.shape[3:])
-    return jnp.moveaxis(x, 3, 1)
+    return jnp.moveaxis(split_chunks(x, chunk_size, axis=1), 3, 1)
 
 
 def _from_chunks(x, time):
     """``[B, H, N, C, d]`` -> ``[B, time, H, d]``."""
-    b, h, n, c, d = x.shape
-    return jnp.moveaxis(x, 1, 3).reshape(b, n * c, h, d)[:, :time]
+    return merge_chunks(jnp.moveaxis(x, 1, 3), time, axis=1)
 
 
 def _chunk_masks(run, chunk_size):
@@ -301,9 +321,7 @@ def _chunk_masks(run, chunk_size):
     outgoing state) and ``keep [B, N]`` (no reset in the chunk: the carried
     state survives it).
     """
-    b, t = run.shape
-    n = -(-t // chunk_size)
-    run = jnp.pad(run, [(0, 0), (0, n * chunk_size - t)], mode="edge").reshape(b, n, chunk_size)
+    run = split_chunks(jnp.pad(run, [(0, 0), (0, -run.shape[1] % chunk_size)], mode="edge"), chunk_size)
     last = run[..., -1]
     prev = jnp.concatenate([run[:, :1, 0], last[:, :-1]], axis=1)  # run of the token before the chunk
     same = run[..., :, None] == run[..., None, :]
@@ -430,17 +448,25 @@ def _delta_chunked(q, k, v, beta, state, scale, run, chunk_size):
     return _from_chunks(scale * o, t), state
 
 
+def _run_index(segment_ids, batch, time):
+    """Run index ``[batch, time]`` (:func:`sequax.ops.segments.segment_runs`); zeros without segments."""
+    if segment_ids is None:
+        return jnp.zeros((batch, time), jnp.int32)
+    return segment_runs(check_segment_ids(segment_ids, batch, time))
+
+
 def _run(q, k, v, x, step, *, table, backend, chunked, naive, scale, initial_state, return_state,
          segment_ids, mode, chunk_size):
     """Shared driver: ``x`` is the op's per-token extra (gate ``g`` or ``beta``);
     ``chunked(q, k, v, x, state, scale, run, chunk_size)``, ``naive(q, k, v, x, state,
     scale, resets)`` and ``step(q_t, k_t, v_t, x_t, S, scale)`` are its three forms
     on the pure-JAX backend; ``table`` dispatches to the others."""
-    _check_mode(mode, chunk_size)
+    chunk_size = _check_chunking(table.op, mode, chunk_size)
+    batch, time, heads, dk = q.shape
     if initial_state is not None:
-        _check_per_token("initial_state", initial_state, q.shape[:1] + q.shape[2:] + v.shape[-1:])
+        _check_per_token("initial_state", initial_state, (batch, heads, dk) + v.shape[-1:])
     if segment_ids is not None:
-        _runs(segment_ids, *q.shape[:2])  # validates the shape
+        segment_ids = check_segment_ids(segment_ids, batch, time)
     args = dict(scale=scale, initial_state=initial_state, segment_ids=segment_ids, mode=mode,
                 chunk_size=chunk_size)
     backend = table.resolve(backend, q=q, k=k, v=v, x=x, **args)
@@ -451,22 +477,26 @@ def _run(q, k, v, x, step, *, table, backend, chunked, naive, scale, initial_sta
     dtype = _compute_dtype(q, k, v)
     out_dtype = v.dtype
     q, k, v, x = (jnp.asarray(a, dtype) for a in (q, k, v, x))
-    batch, time, heads, dk = q.shape
     scale = _scale(scale, dk)
     state = _initial_state(initial_state, (batch, heads, dk, v.shape[-1]), dtype)
-    run = _runs(segment_ids, batch, time)
+    run = _run_index(segment_ids, batch, time)
     if mode == "chunked":
         o, state = chunked(q, k, v, x, state, scale, run, chunk_size)
     elif mode == "naive":
-        o, state = naive(q, k, v, x, state, scale, _resets(run))
+        o, state = naive(q, k, v, x, state, scale, segment_starts(run))
     else:
-        o, state = _recurrent(lambda *a: step(*a, scale), (q, k, v, x), state, _resets(run))
+        o, state = _recurrent(lambda *a: step(*a, scale), (q, k, v, x), state, segment_starts(run))
     return _out(o, state, return_state, out_dtype)
 
 
 def _run_gated(q, k, v, g, step, **kwargs):
-    """The ``S = exp(g) S + k^T v`` ops; ``step(q_t, k_t, v_t, g_t, S, scale)``."""
-    return _run(q, k, v, g, step, chunked=_gated_chunked, naive=_gated_naive, **kwargs)
+    """The ``S = exp(g) S + k^T v`` ops; ``step(q_t, k_t, v_t, g_t, S, scale)``.
+
+    Log gates are floored where the decay underflows to 0 anyway (:func:`_log_gate_floor`),
+    so a full forget (``-inf``) never meets ``-inf - -inf`` in the chunked differences."""
+    g = jnp.maximum(g, _log_gate_floor(_compute_dtype(q, k, v)))
+    return _run(q, k, v, g, step, chunked=_gated_chunked, naive=functools.partial(_naive, _gated_update),
+                **kwargs)
 
 
 # --------------------------------------------------------------------------- backends
@@ -475,7 +505,9 @@ def _run_gated(q, k, v, g, step, **kwargs):
 # and "pallas" (pallas_kernels.linear_attention: the chunked form with the
 # intra-chunk work on tensor cores). The gated kernel serves linear attention,
 # retention and GLA alike: it takes the per-token log gate ``g`` ``[B, T, H, 1 or dk]``.
-_AUTO = {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")}
+# auto stays on the pure-JAX path until the kernels have been measured on a GPU (BENCHMARKS.md);
+# backend="pallas" selects them.
+_AUTO = {"gpu": ("xla",), "tpu": ("xla",)}
 LINEAR_ATTENTION = BackendTable("linear_attention", _AUTO)
 RETENTION = BackendTable("retention", _AUTO)
 GLA = BackendTable("gla", _AUTO)
@@ -492,20 +524,9 @@ DELTA_RULE.register("pallas", "pallas_kernels.linear_attention:delta_rule",
 
 
 def linear_attention(
-    q,
-    k,
-    v,
-    *,
-    feature_map: Union[str, Callable] = "identity",
-    normalize: bool = False,
-    scale: Optional[float] = None,
-    eps: float = 1e-5,
-    initial_state=None,
-    return_state: bool = False,
-    segment_ids=None,
-    mode: Optional[str] = None,
-    chunk_size: int = 64,
-    backend: str = "auto",
+    q, k, v, *, feature_map: Union[str, Callable] = "identity", normalize: bool = False,
+    scale: Optional[float] = None, eps: float = 1e-5, initial_state=None, return_state: bool = False,
+    segment_ids=None, mode: Optional[str] = None, chunk_size: int = 64, backend: str = "auto",
 ):
     """Causal kernelized linear attention ``o_t = scale phi(q_t) sum_{s<=t} phi(k_s)^T v_s``.
 
@@ -526,7 +547,7 @@ def linear_attention(
       state in the same structure as ``initial_state``.
     """
     _check_qkv(q, k, v)
-    _check_mode(mode, chunk_size)
+    chunk_size = _check_chunking("linear_attention", mode, chunk_size)
     phi = _feature_map(feature_map)
     q, k = phi(q), phi(k)
     _check_qkv(q, k, v)
@@ -554,8 +575,8 @@ def linear_attention(
         step = lambda q_t, k_t, v_t, s: linear_attention_step(
             q_t, k_t, v_t, s, normalize=True, scale=scale, eps=eps
         )
-        run = _runs(segment_ids, q.shape[0], q.shape[1])
-        o, state = _recurrent(step, (q_, k_, v_), initial_state, _resets(run))
+        resets = segment_starts(_run_index(segment_ids, *q.shape[:2]))
+        o, state = _recurrent(step, (q_, k_, v_), initial_state, resets)
         return _out(o, state, return_state, v.dtype)
 
     # z follows the same recurrence as S with values of all ones, so append a
@@ -572,24 +593,14 @@ def linear_attention(
 
 def retnet_log_decays(num_heads: int):
     """RetNet's per-head log decays ``log(1 - 2 ** (-5 - arange(num_heads)))``, ``[num_heads]``."""
-    if not isinstance(num_heads, int) or num_heads < 1:
+    if not isinstance(num_heads, numbers.Integral) or isinstance(num_heads, bool) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive int; got {num_heads!r}")
-    return jnp.log1p(-(2.0 ** (-5.0 - jnp.arange(num_heads, dtype=jnp.float32))))
+    return jnp.log1p(-(2.0 ** (-5.0 - jnp.arange(int(num_heads), dtype=jnp.float32))))
 
 
 def retention(
-    q,
-    k,
-    v,
-    log_decay,
-    *,
-    scale: Optional[float] = None,
-    initial_state=None,
-    return_state: bool = False,
-    segment_ids=None,
-    mode: Optional[str] = None,
-    chunk_size: int = 64,
-    backend: str = "auto",
+    q, k, v, log_decay, *, scale: Optional[float] = None, initial_state=None, return_state: bool = False,
+    segment_ids=None, mode: Optional[str] = None, chunk_size: int = 64, backend: str = "auto",
 ):
     """Retention (RetNet / Lightning attention): a fixed decay per head.
 
@@ -597,7 +608,8 @@ def retention(
 
     Args:
       q, k: ``[batch, time, heads, dk]``; v: ``[batch, time, heads, dv]``.
-      log_decay: ``[heads]`` (<= 0), e.g. :func:`retnet_log_decays`.
+      log_decay: ``[heads]`` (<= 0; ``-inf`` keeps only the current token), e.g.
+        :func:`retnet_log_decays`.
       scale, initial_state (``[batch, heads, dk, dv]``), return_state,
       segment_ids, mode, chunk_size, backend: see the module docstring.
 
@@ -616,18 +628,8 @@ def retention(
 
 
 def gla(
-    q,
-    k,
-    v,
-    g,
-    *,
-    scale: Optional[float] = None,
-    initial_state=None,
-    return_state: bool = False,
-    segment_ids=None,
-    mode: Optional[str] = None,
-    chunk_size: int = 64,
-    backend: str = "auto",
+    q, k, v, g, *, scale: Optional[float] = None, initial_state=None, return_state: bool = False,
+    segment_ids=None, mode: Optional[str] = None, chunk_size: int = 64, backend: str = "auto",
 ):
     """Gated linear attention: a data-dependent forget gate per key feature.
 
@@ -637,7 +639,7 @@ def gla(
 
     Args:
       q, k: ``[batch, time, heads, dk]``; v: ``[batch, time, heads, dv]``.
-      g: ``[batch, time, heads, dk]`` log gate (<= 0).
+      g: ``[batch, time, heads, dk]`` log gate (<= 0; ``-inf`` forgets that feature).
       scale, initial_state (``[batch, heads, dk, dv]``), return_state,
       segment_ids, mode, chunk_size, backend: see the module docstring.
 
@@ -653,23 +655,20 @@ def gla(
 
 
 def delta_rule(
-    q,
-    k,
-    v,
-    beta,
-    *,
-    scale: Optional[float] = None,
-    initial_state=None,
-    return_state: bool = False,
-    segment_ids=None,
-    mode: Optional[str] = None,
-    chunk_size: int = 64,
-    backend: str = "auto",
+    q, k, v, beta, *, scale: Optional[float] = None, initial_state=None, return_state: bool = False,
+    segment_ids=None, mode: Optional[str] = None, chunk_size: int = 64, backend: str = "auto",
 ):
     """DeltaNet: ``S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1})``, ``o_t = scale q_t S_t``.
 
-    Callers usually L2-normalise ``k`` (and ``q``) first and keep ``beta`` in
-    (0, 1); the op itself does neither.
+    Requirement: ``0 <= beta_t |k_t|^2 <= 2`` at every token. The state's
+    transition ``I - beta_t k_t^T k_t`` has the eigenvalue ``1 - beta_t |k_t|^2``
+    along ``k_t``; outside that range it exceeds 1 in magnitude and the state
+    grows geometrically to inf/NaN in every mode (it is the recurrence itself,
+    not a numerical artefact). L2-normalise ``k`` and keep ``beta`` in [0, 1]
+    (DeltaNet) or [0, 2] (negative eigenvalues) as the mixer does. Checked with
+    1% slack: a ``ValueError`` when ``k`` and ``beta`` are concrete; under
+    ``jit`` a ``checkify.debug_check``, reported when the caller runs under
+    ``jax.experimental.checkify.checkify`` and free otherwise.
 
     Args:
       q, k: ``[batch, time, heads, dk]``; v: ``[batch, time, heads, dv]``.
@@ -682,10 +681,12 @@ def delta_rule(
     """
     _check_qkv(q, k, v)
     _check_per_token("beta", beta, q.shape[:3])
+    _check_chunking("delta_rule", mode, chunk_size)
+    _check_delta_rule_gain(k, beta)
     return _run(
-        q, k, v, beta, delta_rule_step, chunked=_delta_chunked, naive=_delta_naive, scale=scale,
-        initial_state=initial_state, return_state=return_state, segment_ids=segment_ids, mode=mode,
-        chunk_size=chunk_size, table=DELTA_RULE, backend=backend,
+        q, k, v, beta, delta_rule_step, chunked=_delta_chunked, naive=functools.partial(_naive, _delta_update),
+        scale=scale, initial_state=initial_state, return_state=return_state, segment_ids=segment_ids,
+        mode=mode, chunk_size=chunk_size, table=DELTA_RULE, backend=backend,
     )
 
 

@@ -197,6 +197,7 @@ def t5_bias(
 
     ``relative_position`` ``[..., Q, K]`` (key minus query) -> ``[..., heads, Q, K]``.
     """
+    table = jnp.asarray(table)
     if table.ndim != 2:
         raise ValueError(f"table must be [num_buckets, heads], got shape {table.shape}")
     buckets = t5_relative_position_bucket(relative_position, bidirectional, table.shape[0], max_distance)

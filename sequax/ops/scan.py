@@ -18,17 +18,20 @@ Three interchangeable modes (algorithms of the pure-JAX ``"xla"`` backend):
 Backends (:mod:`sequax.ops.dispatch`): ``"xla"`` (the modes above) and
 ``"pallas"`` (:mod:`pallas_kernels.linear_scan`, real inputs, one fused pass
 forward and one backward).
+
+:func:`scan_chunks` (a rematerialised ``lax.scan`` over chunks) and
+:func:`chunk_states` (one chunk's states from a carried state) are the chunked
+mode's parts; the selective scan's chunked mode is built from the same two.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from sequax.ops.dispatch import BackendTable, check_mode as check_mode_name
+from sequax.ops.segments import check_segment_ids, check_sequence, merge_chunks, segment_starts, split_chunks
 
 MODES = ("sequential", "associative", "chunked")
 DEFAULT_MODE = "associative"
@@ -48,34 +51,23 @@ def combine(left, right):
     return a1 * a2, a2 * b1 + b2
 
 
-def segment_starts(segment_ids, *, reverse: bool = False):
-    """Where a new packed segment begins, in scan order.
-
-    ``segment_ids`` ``[batch, length]`` -> bool ``[batch, length]``, True where
-    the id differs from the previous position (the next one when
-    ``reverse``). The first position in scan order is never a start, so an
-    initial state flows into it.
-    """
-    segment_ids = jnp.asarray(segment_ids)
-    if segment_ids.ndim != 2:
-        raise ValueError(
-            f"segment_ids must be [batch, length], got shape {segment_ids.shape}"
-        )
-    if reverse:
-        diff = segment_ids[:, :-1] != segment_ids[:, 1:]
-        return jnp.concatenate([diff, jnp.zeros_like(diff[:, :1])], axis=1)
-    diff = segment_ids[:, 1:] != segment_ids[:, :-1]
-    return jnp.concatenate([jnp.zeros_like(diff[:, :1]), diff], axis=1)
+def check_chunk_size(chunk_size, default: int) -> int:
+    """``chunk_size`` as a positive int (``default`` if None; numpy ints welcome), else ``ValueError``."""
+    if chunk_size is None:
+        return default
+    try:
+        ok = not isinstance(chunk_size, bool) and int(chunk_size) == chunk_size and chunk_size >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"chunk_size must be a positive int (or None for {default}), got {chunk_size!r}")
+    return int(chunk_size)
 
 
-def check_mode(mode, chunk_size, op: str = "linear_scan") -> int:
+def check_mode(mode, chunk_size, op: str = "linear_scan", default_chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
     """Validate ``mode`` (one of :data:`MODES` or None) and ``chunk_size``; return the chunk size."""
     check_mode_name(op, mode, MODES)
-    if chunk_size is None:
-        return DEFAULT_CHUNK_SIZE
-    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return int(chunk_size)
+    return check_chunk_size(chunk_size, default_chunk_size)
 
 
 def _scan_sequential(a, b):
@@ -92,32 +84,51 @@ def _scan_associative(a, b):
     return lax.associative_scan(combine, (a, b), axis=1)[1]
 
 
+def chunk_states(h, a, b):
+    """All states of one chunk, ``[batch, T, ...]``, starting from the carried state ``h`` ``[batch, ...]``.
+
+    A parallel scan gives ``prod_{s<=t} a_s`` and the zero-start states; the
+    carried state enters through the first.
+    """
+    a_cum, h_local = lax.associative_scan(combine, (a, b), axis=1)
+    return a_cum * h[:, None] + h_local
+
+
+def scan_chunks(body, init, xs, chunk_size: int, pad_values=None):
+    """``lax.scan`` of ``body(carry, chunk) -> (carry, out)`` over chunks of the length axis.
+
+    Args:
+      body: called on one chunk: ``chunk`` is the tuple ``xs`` cut to
+        ``[batch, chunk_size, ...]``; ``out`` a pytree of ``[batch, chunk_size, ...]``.
+        It is rematerialised (``jax.checkpoint``), so the backward pass holds
+        one chunk's temporaries at a time.
+      init: the carry before the first chunk.
+      xs: tuple of ``[batch, length, ...]`` arrays.
+      chunk_size: positions per chunk; the tail chunk is padded.
+      pad_values: tuple of scalars, one per entry of ``xs`` (default 0): the
+        padding must leave the carry unchanged (e.g. decay 1, input 0).
+
+    Returns:
+      ``(carry, out)``: the carry after the last chunk and ``out`` merged back
+      to ``[batch, length, ...]``.
+    """
+    length = xs[0].shape[1]
+    pad_values = (0,) * len(xs) if pad_values is None else pad_values
+    chunks = tuple(
+        jnp.moveaxis(split_chunks(x, chunk_size, pad_value=v), 1, 0) for x, v in zip(xs, pad_values)
+    )
+    carry, out = lax.scan(jax.checkpoint(body), init, chunks)
+    return carry, jax.tree_util.tree_map(lambda o: merge_chunks(jnp.moveaxis(o, 0, 1), length), out)
+
+
 def _scan_chunked(a, b, chunk_size):
-    batch, length = b.shape[:2]
-    rest = b.shape[2:]
-    num_chunks = math.ceil(length / chunk_size)
-    pad = num_chunks * chunk_size - length
-    if pad:
-        # a = 1, b = 0 leaves the state unchanged, so padding is harmless.
-        widths = [(0, 0), (0, pad)] + [(0, 0)] * len(rest)
-        a = jnp.pad(a, widths, constant_values=1)
-        b = jnp.pad(b, widths)
-
-    def to_chunks(x):  # [batch, n * T, ...] -> [n, batch, T, ...]
-        return jnp.moveaxis(x.reshape((batch, num_chunks, chunk_size) + rest), 1, 0)
-
-    @jax.checkpoint
     def body(h, ab):
-        # Within the chunk: prod_{s<=t} a_s and the zero-start states, then add
-        # the carried state's decayed contribution.
-        a_cum, h_local = lax.associative_scan(combine, ab, axis=1)
-        h_chunk = a_cum * h[:, None] + h_local
+        h_chunk = chunk_states(h, *ab)
         return h_chunk[:, -1], h_chunk
 
-    h0 = jnp.zeros((batch,) + rest, b.dtype)
-    _, h = lax.scan(body, h0, (to_chunks(a), to_chunks(b)))
-    h = jnp.moveaxis(h, 0, 1).reshape((batch, num_chunks * chunk_size) + rest)
-    return h[:, :length]
+    h0 = jnp.zeros(b.shape[:1] + b.shape[2:], b.dtype)
+    # a = 1, b = 0 leaves the state unchanged, so padding is harmless.
+    return scan_chunks(body, h0, (a, b), chunk_size, pad_values=(1, 0))[1]
 
 
 def linear_scan(
@@ -158,12 +169,11 @@ def linear_scan(
       (computed in at least float32), and with ``return_state`` also the
       final state ``[batch, ...]``.
     """
-    a, b = jnp.asarray(a), jnp.asarray(b)
     chunk_size = check_mode(mode, chunk_size)
-    if b.ndim < 2 or b.shape[1] == 0:
-        raise ValueError(
-            f"b must be [batch, length, ...] with length >= 1, got shape {b.shape}"
-        )
+    b = check_sequence("b", b, complex_ok=True)
+    a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+        raise ValueError(f"a must be a float or complex array (cast it to float32); got dtype {a.dtype}")
     if a.ndim != b.ndim:
         raise ValueError(
             f"a must have the same rank as b {b.shape} (use size-1 axes to broadcast), "
@@ -184,12 +194,7 @@ def linear_scan(
                 f"length axis), got shape {initial_state.shape}"
             )
     if segment_ids is not None:
-        segment_ids = jnp.asarray(segment_ids)
-        if segment_ids.shape != b.shape[:2]:
-            raise ValueError(
-                f"segment_ids must be [batch, length] = {b.shape[:2]}, "
-                f"got shape {segment_ids.shape}"
-            )
+        segment_ids = check_segment_ids(segment_ids, *b.shape[:2])
     args = dict(initial_state=initial_state, reverse=reverse, segment_ids=segment_ids)
     backend = LINEAR_SCAN.resolve(backend, a=a, b=b, mode=mode, **args)
     if backend != "xla":
@@ -237,4 +242,7 @@ def _linear_scan_xla(a, b, *, initial_state, reverse, segment_ids, mode, chunk_s
 LINEAR_SCAN.register("xla", _linear_scan_xla)
 LINEAR_SCAN.register("pallas", "pallas_kernels.linear_scan:linear_scan", "pallas_kernels.linear_scan:why_not")
 
-__all__ = ["LINEAR_SCAN", "MODES", "check_mode", "combine", "linear_scan", "segment_starts"]
+__all__ = [
+    "LINEAR_SCAN", "MODES", "check_chunk_size", "check_mode", "chunk_states", "combine", "linear_scan",
+    "scan_chunks",
+]

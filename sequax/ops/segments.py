@@ -107,6 +107,33 @@ def merge_chunks(x, length: int, *, axis: int = 1):
     return jax.lax.slice_in_dim(x, 0, length, axis=axis)
 
 
+def check_sequence(name, x, rank=None, *, layout="[batch, length, ...]", complex_ok=False):
+    """``x`` as an array with ``rank`` axes (any >= 2 if None), ``batch >= 1``, ``length >= 1``
+    and a floating (or, with ``complex_ok``, complex) dtype; else ``ValueError`` saying what to pass.
+
+    ``layout`` names the axes in the message (``"[batch, length, channels]"``).
+    """
+    x = jnp.asarray(x)
+    if (x.ndim != rank) if rank is not None else (x.ndim < 2):
+        raise ValueError(f"{name} must be {layout}; got shape {x.shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must be {layout} with batch >= 1 and length >= 1; got shape {x.shape}")
+    kinds = (jnp.floating, jnp.complexfloating) if complex_ok else (jnp.floating,)
+    if not any(jnp.issubdtype(x.dtype, kind) for kind in kinds):
+        want = "a float or complex" if complex_ok else "a float"
+        raise ValueError(f"{name} must be {want} array (cast it to float32); got dtype {x.dtype}")
+    return x
+
+
+def last_segment(previous, segment_ids):
+    """The segment id ``[batch]`` int32 a state carries after a piece: ``segment_ids[:, -1]``,
+    or ``previous`` when the piece has no ``segment_ids``."""
+    if segment_ids is None:
+        return previous
+    return jnp.asarray(segment_ids)[:, -1].astype(jnp.int32)
+
+
 __all__ = [
-    "carry_state", "check_segment_ids", "merge_chunks", "segment_runs", "segment_starts", "split_chunks",
+    "carry_state", "check_segment_ids", "check_sequence", "last_segment", "merge_chunks", "segment_runs",
+    "segment_starts", "split_chunks",
 ]

@@ -13,6 +13,17 @@ import ml_collections
 
 # Sections whose keys are owned by the object they configure.
 FREE_FORM = ("model.mixer_kwargs", "data.task_kwargs")
+# Sections whose keys are names the config chooses (splits, evaluations), checked by the trainer.
+NAMED_SECTIONS = ("data.split_sizes", "evals", "experiment.runs")
+
+# The keys of one named evaluation, config.evals.<name> = {...}; each may be left out.
+EVAL_ENTRY = {
+    "split": "validation",  # train | validation | test
+    "num_batches": None,  # batches, or "full": one pass over a finite split; None: eval.num_batches
+    "batch_size": None,  # None: eval.batch_size (0 there: train.batch_size)
+    "every": None,  # steps between runs (and at the end); 0: only at the end; None: eval.every
+    "task_kwargs": {},  # data.task_kwargs overrides for this evaluation, e.g. {"seq_len": 1024}
+}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -37,10 +48,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.dropout = 0.0  # residual dropout
     c.model.dtype = "float32"  # compute dtype (bfloat16 on accelerators); params stay float32
     c.model.tie_embeddings = False  # lm head shares the embedding matrix
+    c.model.backend = "auto"  # op implementation for every mixer: auto | xla | cudnn | pallas
+    # Attention when mesh.sequence > 1 (sequax.parallel.attention): ring (zigzag layout when causal) |
+    # all_to_all (Ulysses; num_heads a multiple of mesh.sequence) | none (XLA gathers keys and values)
+    c.model.sequence_parallel = "ring"
 
     c.data = ml_collections.ConfigDict()
     c.data.task = "mqar"  # name in sequax.data.available_tasks()
     c.data.task_kwargs = ml_collections.ConfigDict()  # task-specific options
+    c.data.split_sizes = ml_collections.ConfigDict()  # {split: N}: a fixed set of N examples; others endless
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | adam | sgd | lamb
@@ -66,15 +82,55 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.num_batches = 4
     c.eval.batch_size = 0  # 0: same as train.batch_size
 
+    # Named evaluations {name: {key: value}} (keys in EVAL_ENTRY), each logged as <name>/loss and
+    # <name>/accuracy; the eval section gives their defaults. Empty: one evaluation "eval" of
+    # eval.num_batches validation batches. E.g. {"long": {"split": "test", "task_kwargs": {"seq_len": 1024}}}
+    c.evals = ml_collections.ConfigDict()
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 500  # steps between checkpoints (and at the end); 0 disables
     c.checkpoint.keep = 2  # newest checkpoints kept
 
-    c.mesh = ml_collections.ConfigDict()  # device mesh axis sizes (product = devices used)
+    # Read by the experiment scripts (experiments/<name>.py, sequax.experiments); the trainer ignores it.
+    c.experiment = ml_collections.ConfigDict()
+    # {run: {section: {key: value}}}: nested overrides of this config, each run trained in WORKDIR/<run>
+    # (a sweep); empty: one run in WORKDIR. E.g. {"mamba_d64": {"model": {"mixer": "mamba", "d_model": 64}}}
+    c.experiment.runs = ml_collections.ConfigDict()
+    c.experiment.only = ""  # comma-separated run names or fnmatch patterns to train now; "" trains all
+    c.experiment.rope_scalings = ""  # length generalisation: also evaluate RoPE runs with these ("linear,ntk")
+
+    # Device mesh axis sizes (sequax.parallel.mesh); one may be -1 (the devices the others leave).
+    # data, fsdp: split the batch; fsdp also parameters and optimizer state; tensor: heads, MLP and
+    # mixer channels; sequence: the length (every mixer either splits it or refuses in one line).
+    c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
     c.mesh.sequence = 1
+
+    # Logical axis -> mesh axes, in order of precedence (sequax.parallel.sharding, which names every
+    # parameter's axes): (logical, mesh axis | (mesh axes) | None). A mesh axis an array already uses
+    # is skipped; a dimension the mesh axes do not divide stays whole. With the default mesh (all 1)
+    # nothing is split.
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.rules = (
+        ("batch", ("data", "fsdp")),  # activations and batches: rows over data x fsdp
+        ("length", "sequence"),  # the sequence over sequence
+        ("vocab", "tensor"),  # embedding and LM head rows/columns
+        ("heads", "tensor"),  # attention / linear-attention heads, their projections
+        ("kv_heads", "tensor"),
+        ("mlp", "tensor"),  # the gated MLP's hidden units
+        ("inner", "tensor"),  # Mamba / Hyena inner channels
+        ("embed", "fsdp"),  # FSDP: every parameter's d_model dimension
+    )
+
+    # Multi-process runs (sequax.train.distributed). Empty: from the environment (a SLURM step, a Cloud
+    # TPU slice, Open MPI) or one process.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # "host:port" of process 0; then the next two are required
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    c.distributed.cluster = "auto"  # auto: detect the job from the environment | none: never
     return c
 
 
@@ -82,7 +138,7 @@ def _flatten(cfg, prefix=""):
     out = {}
     for key, value in cfg.items():
         path = f"{prefix}{key}"
-        if isinstance(value, (ml_collections.ConfigDict, dict)) and path not in FREE_FORM:
+        if isinstance(value, (ml_collections.ConfigDict, dict)) and path not in FREE_FORM + NAMED_SECTIONS:
             out.update(_flatten(value, path + "."))
         else:
             out[path] = value

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import checkify
 
 from sequax import mixers
 from sequax.mixers.attention import Attention
@@ -127,9 +128,62 @@ def test_parallel_matches_naive_and_decode_matches_parallel(name):
     window = normalize_window(CONFIGS[name].get("window"))
     if window is not None:
         assert state["pos"].shape[0] == CONFIGS[name].get("num_sinks", 0) + window[0] + 1 < L
-    elif CONFIGS[name].get("decode_cache_size") == L:
-        y_t, _ = step(variables, X[:, 0], state)  # one step past the cache
-        assert np.all(np.isnan(y_t))
+
+
+def test_decoding_past_the_cache_is_an_error():
+    mixer, variables = setup_mixer("rope_full")  # decode_cache_size = L
+    x = np.concatenate([X, X[:, :1]], axis=1)  # one token more than the cache holds
+    with pytest.raises(ValueError, match="decode_cache_size=64"):
+        jax.jit(functools.partial(mixers.decode, mixer))(variables, x)
+    with pytest.raises(ValueError, match="decode_cache_size=64"):
+        jax.eval_shape(functools.partial(mixer.apply, return_state=True), variables, x)
+    # From a given (traced) cache: NaN past the cache, and a checkify error naming the field.
+    step = jax.jit(checkify.checkify(functools.partial(mixer.apply, method="step")))
+    _, full = jax.jit(functools.partial(mixer.apply, return_state=True))(variables, X)
+    err, (y_t, _) = step(variables, X[:, 0], full)
+    assert "decode_cache_size=64" in str(err.get())
+    assert np.all(np.isnan(y_t))
+    err, (y_t, _) = step(variables, X[:, 0], mixer.init_state(B))
+    assert err.get() is None and np.all(np.isfinite(y_t))
+    # A ring buffer never fills.
+    ring, ring_variables = setup_mixer("rope_window_sinks")
+    assert ring.max_decode_length() is None
+
+
+# Pieces of a packed sequence (one compiled piece size): segment boundaries inside the
+# first piece (10) and at the edge of the second (32).
+PIECE = 16
+SEG = np.array([[0] * 10 + [1] * 22 + [2] * 32, [3] * 64])
+
+
+@pytest.mark.parametrize("name", ["rope_lambda_capped", "t5_block_sparse", "rope_capped_no_window"])
+def test_pieces_with_segments_equal_whole(name):
+    # The KV cache continues a packed sequence: a ring buffer with sinks and LM-Infinite far
+    # keys, block-sparse T5 over a full cache, far keys without a window; per-slot segment ids
+    # keep segments apart across pieces.
+    mixer, variables = setup_mixer(name)
+    whole, whole_state = jax.jit(lambda x, s: mixer.apply(variables, x, segment_ids=s, return_state=True))(X, SEG)
+    piece = jax.jit(lambda x, s, st: mixer.apply(variables, x, segment_ids=s, initial_state=st, return_state=True))
+    state, outs = mixer.init_state(B), []
+    for start in range(0, L, PIECE):
+        y, state = piece(X[:, start:start + PIECE], SEG[:, start:start + PIECE], state)
+        outs.append(y)
+    np.testing.assert_allclose(np.concatenate(outs, 1), whole, atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(whole_state)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # Decoding continues the last segment from the prefilled cache.
+    y_t, _ = jax.jit(functools.partial(mixer.apply, method="step"))(variables, X[:, 0], state)
+    longer = np.concatenate([X, X[:, :1]], 1)
+    seg = np.concatenate([SEG, SEG[:, -1:]], 1)
+    want = jax.jit(lambda x, s: mixer.apply(variables, x, segment_ids=s))(longer, seg)[:, -1]
+    np.testing.assert_allclose(y_t, want, atol=1e-5)
+
+
+def test_state_needs_a_causal_mixer():
+    mixer = Attention(d_model=D_MODEL, num_heads=HEADS, causal=False, decode_cache_size=8)
+    variables = random_variables(mixer)
+    with pytest.raises(ValueError, match="causal=True"):
+        jax.eval_shape(functools.partial(mixer.apply, return_state=True), variables, X[:, :8])
 
 
 def test_registered_and_parameter_names():

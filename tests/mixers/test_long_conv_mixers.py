@@ -137,11 +137,16 @@ def test_decay_window_rates():
 
 
 def test_hyena_bfloat16_compute(hyena):
-    x = _x(72, seed=3)
-    y, _ = hyena.run(hyena.variables, x)  # same shape as the decode test: no recompile
-    y16 = jax.jit(get("hyena")(d_model=D, dtype=jnp.bfloat16, **HYENA).apply)(hyena.variables, x)
+    """bf16 compute against float32: the FFT form's error is that of the reference (cached
+    decoding, direct sums) run in bf16 too, measured here, within 25%."""
+    x = _x(24, seed=3)
+    y = np.asarray(hyena.module.apply(hyena.variables, x))
+    low = get("hyena")(d_model=D, dtype=jnp.bfloat16, **HYENA)
+    y16 = jax.jit(low.apply)(hyena.variables, x)
     assert y16.dtype == jnp.bfloat16
-    assert np.abs(np.float32(y16) - y).max() < 5e-2 * np.abs(y).max()
+    decoded16 = jax.jit(functools.partial(decode_steps, low))(hyena.variables, x)
+    err = lambda z: np.abs(np.float32(z) - y).max() / np.abs(y).max()  # noqa: E731
+    assert err(y16) <= 1.25 * err(decoded16), (err(y16), err(decoded16))
 
 
 def test_hyena_errors(hyena):

@@ -26,7 +26,10 @@ SEG = np.array([[0] * 3 + [1] * 4 + [2] * 12 + [3] * 5, [5] * 7 + [5] * 9 + [6] 
 # Small settings per causal mixer; `segments` says whether it honours segment_ids.
 MIXERS = {
     "attention": (dict(num_heads=2, decode_cache_size=L), True),
-    "attention_window": (dict(num_heads=2, window=5, num_sinks=1), True),
+    "attention_window": (dict(num_heads=2, window=5), True),
+    # Sinks are the row's first positions, so a packed segment with sinks is not the segment
+    # alone (it has no sink of its own); its pieces with segments: test_attention_mixer.py.
+    "attention_sinks": (dict(num_heads=2, window=5, num_sinks=2), False),
     "linear_attention": (dict(num_heads=2, chunk_size=4), True),
     "hedgehog": (dict(num_heads=2, chunk_size=4), True),
     "retention": (dict(num_heads=2, chunk_size=4), True),
@@ -46,7 +49,7 @@ MIXERS = {
 
 def _module(name):
     kwargs, _ = MIXERS[name]
-    return get(name.split("_window")[0] if name == "attention_window" else name)(d_model=D, **kwargs)
+    return get("attention" if name.startswith("attention_") else name)(d_model=D, **kwargs)
 
 
 _BUILT = {}
@@ -56,17 +59,19 @@ def _build(name):
     if name not in _BUILT:
         module = _module(name)
         variables = module.init(KEY, jnp.asarray(X))
-        _BUILT[name] = module, variables
+        # One compiled parallel form per input shape (eager flax is slow on CPU).
+        apply = jax.jit(module.apply, static_argnames=("return_state",))
+        _BUILT[name] = module, variables, apply
     return _BUILT[name]
 
 
-def _pieces(module, variables, x, seg):
+def _pieces(module, variables, apply, x, seg):
     state = module.apply(variables, x.shape[0], method="init_state")
     outs, start = [], 0
     for size in PIECES:
         sl = slice(start, start + size)
         kw = {} if seg is None else {"segment_ids": seg[:, sl]}
-        y, state = module.apply(variables, x[:, sl], initial_state=state, return_state=True, **kw)
+        y, state = apply(variables, x[:, sl], initial_state=state, return_state=True, **kw)
         outs.append(y)
         start += size
     return jnp.concatenate(outs, axis=1), state
@@ -79,10 +84,10 @@ def close(x, ref, tol=1e-4):
 
 @pytest.mark.parametrize("name", sorted(MIXERS))
 def test_three_pieces_equal_whole_and_decode(name):
-    module, variables = _build(name)
+    module, variables, apply = _build(name)
     x = jnp.asarray(X)
-    whole, whole_state = module.apply(variables, x, return_state=True)
-    pieced, state = _pieces(module, variables, x, None)
+    whole, whole_state = apply(variables, x, return_state=True)
+    pieced, state = _pieces(module, variables, apply, x, None)
     close(pieced, whole)
     jax.tree_util.tree_map(close, state, whole_state)
     close(decode(module, variables, x), whole)
@@ -95,12 +100,12 @@ def test_three_pieces_equal_whole_and_decode(name):
 
 @pytest.mark.parametrize("name", sorted(n for n, (_, segments) in MIXERS.items() if segments))
 def test_pieces_with_a_segment_boundary_at_a_piece_edge(name):
-    module, variables = _build(name)
+    module, variables, apply = _build(name)
     x, seg = jnp.asarray(X), jnp.asarray(SEG)
-    whole = module.apply(variables, x, segment_ids=seg)
-    pieced, _ = _pieces(module, variables, x, seg)
+    whole = apply(variables, x, segment_ids=seg)
+    pieced, _ = _pieces(module, variables, apply, x, seg)
     close(pieced, whole)
     # Each segment alone gives the same outputs: nothing crossed a boundary.
     row, (lo, hi) = 0, (7, 19)  # segment 2 of row 0 spans the piece edge at 16
-    alone = module.apply(variables, x[row:row + 1, lo:hi])
+    alone = apply(variables, x[row:row + 1, lo:hi])
     close(whole[row, lo:hi], alone[0])

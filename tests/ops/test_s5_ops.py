@@ -1,5 +1,6 @@
 """S5 ops: HiPPO-N block init, scan against a plain lax.scan loop, bidirectional,
-step == parallel, packed sequences, gradients, long inputs, bfloat16 inputs."""
+step == parallel, packed sequences, length 1, gradients (numerically for the reference mode,
+the other modes against it), long inputs, bfloat16 inputs, x64."""
 
 import functools
 
@@ -90,6 +91,13 @@ BAD = (jnp.ones(4), jnp.ones((4, 3)), jnp.ones((3, 4)), jnp.ones(3))  # shapes f
         (lambda: s5.s5_apply(*BAD, jnp.ones((1, 4, 3)), bidirectional=True), "C_tilde must be"),
         (lambda: s5.s5_apply(*BAD, jnp.ones((1, 4, 3)), bidirectional=True, return_state=True),
          "need a causal scan"),
+        (lambda: s5.s5_apply(*BAD, jnp.ones((1, 4, 3), jnp.int32)), "u must be a float"),
+        (lambda: s5.s5_apply(*BAD, jnp.ones((0, 4, 3))), "batch >= 1 and length >= 1"),
+        (lambda: s5.s5_apply(*BAD, jnp.ones((1, 0, 3))), "batch >= 1 and length >= 1"),
+        (lambda: s5.s5_apply(*BAD, jnp.ones((1, 4, 3)), segment_ids=jnp.zeros((2, 4), jnp.int32)),
+         r"segment_ids must be an int array \[batch, length\]"),
+        (lambda: s5.s5_step(*BAD[:3], BAD[3], jnp.ones((1, 3), jnp.int32), jnp.zeros((1, 4))),
+         "u_t must be a float"),
     ],
 )
 def test_bad_arguments(call, match):
@@ -146,21 +154,55 @@ def test_step_equals_parallel_and_state_carries():
     close(jnp.concatenate([y1, y2], 1), y)
 
 
-def test_grads_s5_apply():
+def _grad_setup():
     Lambda, V = s5.s5_init(P, blocks=2)
     k = jax.random.split(jax.random.PRNGKey(3), 2)
     B_re = jax.random.normal(k[0], (P2, H)) * 0.5
     C_re = jax.random.normal(k[1], (H, P2)) * 0.5
     log_dt = jnp.full((P2,), np.log(0.1), jnp.float32)
-    u = inputs(length=8)
+    return (Lambda.real, Lambda.imag, B_re, C_re, log_dt, inputs(length=8))
 
-    @jax.jit
-    def f(lam_re, lam_im, B_re, C_re, log_dt, u):
-        Lb, Bb = s5.s5_discretize(lam_re + 1j * lam_im, B_re + 0.3j, log_dt)
-        return s5.s5_apply(Lb, Bb, C_re - 0.2j, jnp.ones(H), u)
 
-    args = (Lambda.real, Lambda.imag, B_re, C_re, log_dt, u)
-    check_grads(f, args, order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+@functools.partial(jax.jit, static_argnames=("mode",))
+def _loss(lam_re, lam_im, B_re, C_re, log_dt, u, mode=None):
+    Lb, Bb = s5.s5_discretize(lam_re + 1j * lam_im, B_re + 0.3j, log_dt)
+    seg = jnp.asarray([[0] * 3 + [1] * 5, [2] * 8])
+    y = s5.s5_apply(Lb, Bb, C_re - 0.2j, jnp.ones(H), u, segment_ids=seg, mode=mode, chunk_size=4)
+    return jnp.sum(y * jnp.cos(jnp.arange(y.size).reshape(y.shape)))
+
+
+def test_grads_s5_apply_numerically():
+    """The sequential scan's gradients against central differences (float32 math)."""
+    check_grads(functools.partial(_loss, mode="sequential"), _grad_setup(), order=1, modes=["rev"],
+                eps=1e-2, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("mode", ["associative", "chunked"])
+def test_grads_match_the_sequential_scan(mode):
+    args = _grad_setup()
+    grad = jax.jit(jax.grad(_loss, argnums=tuple(range(6))), static_argnames=("mode",))
+    for g, r in zip(grad(*args, mode=mode), grad(*args, mode="sequential")):
+        close(g, r, 1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "associative", "chunked"])
+def test_length_one(mode):
+    p, u = params(), inputs(length=1)
+    state = jax.random.normal(jax.random.PRNGKey(5), (B, P2)) + 0j
+    y, final = apply(*p, u, initial_state=state, return_state=True, mode=mode)
+    y_ref, final_ref = s5.s5_step(*p, u[:, 0], state)
+    close(y[:, 0], y_ref)
+    close(final, final_ref)
+
+
+def test_x64_keeps_the_input_dtype():
+    p, u = params(), inputs()
+    ref = reference(*p, u)
+    with jax.enable_x64(True):
+        for dtype in (jnp.float32, jnp.float64):
+            y = jax.jit(s5.s5_apply)(*p, u.astype(dtype))
+            assert y.dtype == dtype
+            close(y, ref)
 
 
 def test_long_sequence_is_finite():

@@ -1,4 +1,5 @@
-"""linear_scan: every mode against a numpy loop, state carrying, resets, grads, long inputs."""
+"""linear_scan: every mode against a numpy loop, state carrying, resets, length 1, grads
+(the reference checked numerically, the other modes against it), long inputs, bf16, x64."""
 
 import functools
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from sequax.ops.scan import MODES, linear_scan, segment_starts
+from sequax.ops.scan import MODES, linear_scan
+from sequax.ops.segments import segment_starts
 
 B, L, C, N = 2, 37, 3, 4  # 37 is not a multiple of the chunk size 8
 CHUNK = 8
@@ -105,13 +107,57 @@ def test_segments_are_independent():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_grads(mode):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_length_one(mode, reverse):
+    a, b, h0, seg = inputs(7, length=1)
+    h, last = scan(a, b, h0, seg, mode=mode, reverse=reverse, return_state=True)
+    ref = reference(a, b, h0, reverse, seg)
+    close(h, ref)
+    close(last, ref[:, 0])
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "reverse"))
+def _grads(mode, a, b, h0, seg, reverse=False):
+    """d <h, w> / d(a, b, h0) for a fixed random cotangent w."""
+    w = jnp.asarray(np.random.default_rng(9).normal(size=b.shape), b.dtype)
+
+    def loss(a, b, h0):
+        h = linear_scan(a, b, initial_state=h0, segment_ids=seg, reverse=reverse, mode=mode, chunk_size=4)
+        return jnp.sum(h * w)
+
+    return jax.grad(loss, argnums=(0, 1, 2))(a, b, h0)
+
+
+def test_reference_grads_numerically():
+    """The sequential mode's gradients against central differences, in float64 (exact to ~1e-8)."""
     rng = np.random.default_rng(4)
-    a = jnp.asarray(rng.uniform(0.5, 1.0, (1, 9, 2)))
-    b = jnp.asarray(rng.normal(size=(1, 9, 2)))
-    h0 = jnp.asarray(rng.normal(size=(1, 2)))
-    f = jax.jit(lambda a, b, h0: linear_scan(a, b, initial_state=h0, mode=mode, chunk_size=4))
-    check_grads(f, (a, b, h0), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    with jax.enable_x64(True):
+        a = jnp.asarray(rng.uniform(0.5, 1.0, (2, 9, 2)))
+        b = jnp.asarray(rng.normal(size=(2, 9, 2)))
+        h0 = jnp.asarray(rng.normal(size=(2, 2)))
+        seg = jnp.asarray([[0] * 4 + [1] * 5, [2] * 9])
+        f = jax.jit(lambda a, b, h0: linear_scan(a, b, initial_state=h0, segment_ids=seg, mode="sequential"))
+        check_grads(f, (a, b, h0), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["associative", "chunked"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_grads_match_the_reference_mode(mode, reverse):
+    """Gradients with an initial state and segment resets, against the sequential mode."""
+    a, b, h0, seg = inputs(8)
+    ref = _grads("sequential", a, b, h0, seg, reverse)
+    for g, r in zip(_grads(mode, a, b, h0, seg, reverse), ref):
+        close(g, r, rtol=2e-6)
+
+
+def test_reset_blocks_the_gradient():
+    a, b, h0, seg = inputs(10)
+
+    def late_sum(b):  # outputs of row 0's second segment (positions 10..24) only
+        return jnp.sum(linear_scan(a, b, segment_ids=seg, mode="chunked", chunk_size=4)[0, 10:25])
+
+    g = np.asarray(jax.jit(jax.grad(late_sum))(b))
+    assert np.all(g[0, :10] == 0) and np.all(g[0, 25:] == 0) and np.abs(g[0, 10:25]).min() > 0
 
 
 def test_long_sequence_finite():
@@ -132,20 +178,36 @@ def test_long_sequence_finite():
 
 
 def test_bfloat16_accumulates_in_float32():
+    """bf16 in and out, float32 inside: the error is that of the float64 reference fed the same
+    bf16 inputs and rounded to bf16, measured here, and the float32 accumulation adds nothing."""
     a, b, h0, _ = inputs(6, length=64)
     a = 0.8 * a  # |a| <= 0.8: errors in a are not amplified by long memories
     a16, b16 = jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16)
-    h16 = scan(a16, b16, mode="chunked")
-    assert h16.dtype == jnp.bfloat16
-    h32 = reference(a, b)
-    # Against float32 on the unrounded inputs: input rounding (2^-9) plus output rounding.
-    err = np.abs(np.asarray(h16, np.float32) - h32).max() / np.abs(h32).max()
-    assert err < 2e-2, err
-    # Against float32 on the same rounded inputs only the final rounding remains,
-    # which shows the recurrence itself ran in float32.
-    h_same = reference(np.asarray(a16, np.float32), np.asarray(b16, np.float32))
-    rel = np.abs(np.asarray(h16, np.float32) - h_same) / np.maximum(np.abs(h_same), 1e-3)
+    h16 = np.asarray(scan(a16, b16, mode="chunked"), np.float32)
+    assert scan(a16, b16, mode="chunked").dtype == jnp.bfloat16
+    exact = reference(np.float64(a), np.float64(b))
+    rounded_ref = reference(np.float64(np.asarray(a16, np.float32)), np.float64(np.asarray(b16, np.float32)))
+    ref_err = np.abs(np.asarray(jnp.asarray(rounded_ref, jnp.bfloat16), np.float32) - exact).max()
+    err = np.abs(h16 - exact).max()
+    assert err <= 1.05 * ref_err + 1e-6, (err, ref_err)
+    # Against the same rounded inputs only the final rounding remains (2^-8 relative).
+    rel = np.abs(h16 - rounded_ref) / np.maximum(np.abs(rounded_ref), 1e-3)
     assert rel.max() <= 2.0**-8, rel.max()
+
+
+def test_x64_keeps_the_input_dtype():
+    a, b, h0, seg = inputs(11, length=9)
+
+    @jax.jit
+    def every_mode(a, b, h0):
+        return [linear_scan(a, b, initial_state=h0, segment_ids=seg, mode=m, chunk_size=4, return_state=True)
+                for m in MODES]
+
+    with jax.enable_x64(True):
+        for dtype in (np.float32, np.float64):
+            for h, last in every_mode(a.astype(dtype), b.astype(dtype), h0.astype(dtype)):
+                assert h.dtype == dtype and last.dtype == dtype
+                close(h, reference(a, b, h0, segment_ids=seg))
 
 
 def test_bad_inputs():
@@ -164,3 +226,18 @@ def test_bad_inputs():
         linear_scan(a, b, segment_ids=seg[:, :5])
     with pytest.raises(ValueError, match="length"):
         linear_scan(a[:, :0], b[:, :0])
+    with pytest.raises(ValueError, match="batch"):
+        linear_scan(a[:0], b[:0])
+    with pytest.raises(ValueError, match="b must be a float"):
+        linear_scan(a, b.astype(np.int32))
+    with pytest.raises(ValueError, match="a must be a float"):
+        linear_scan(a.astype(np.int32), b)
+    with pytest.raises(ValueError, match=r"segment_ids must be an int array \[batch, length\]"):
+        linear_scan(a, b, segment_ids=seg[:1])  # wrong batch size
+    with pytest.raises(ValueError, match="segment_ids"):
+        linear_scan(a, b, segment_ids=seg.astype(np.float32))
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_scan(a, b, mode="chunked", chunk_size="8")
+    # A list of ids and a numpy int chunk size are fine.
+    close(linear_scan(a, b, segment_ids=seg.tolist(), mode="chunked", chunk_size=np.int64(8)),
+          reference(a, b, segment_ids=seg))

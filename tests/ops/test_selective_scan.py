@@ -1,4 +1,6 @@
-"""selective_scan: modes against a numpy loop, groups, state carrying, decode, memory, grads."""
+"""selective_scan: modes against a numpy loop, groups, state carrying, decode, length 1 and
+1000, memory, grads (the reference checked numerically, the other modes against it, with
+segment resets), bf16 and x64."""
 
 import functools
 
@@ -17,34 +19,30 @@ CHUNK = 8
 
 def reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, softplus=False, h0=None,
               segment_ids=None):
-    """Float64 loops over batch, time, channel and state; independent of the library."""
+    """Float64 numpy loop over time (vectorised over batch, channels, states); independent
+    of the library."""
     u, delta, A, B, C = (np.asarray(v, np.float64) for v in (u, delta, A, B, C))
     batch, length, channels = u.shape
     if B.ndim == 3:
         B, C = B[:, :, None], C[:, :, None]
     per_group = channels // B.shape[2]
+    B, C = np.repeat(B, per_group, axis=2), np.repeat(C, per_group, axis=2)  # [b, l, d, n]
+    dt = delta + (0.0 if delta_bias is None else np.asarray(delta_bias, np.float64))
+    if softplus:
+        dt = np.log1p(np.exp(dt))
+    h = np.zeros((batch, channels, A.shape[1])) if h0 is None else np.array(h0, np.float64)
     y = np.zeros((batch, length, channels))
-    final = np.zeros((batch, channels, A.shape[1]))
-    for b in range(batch):
-        h = np.zeros((channels, A.shape[1])) if h0 is None else np.array(h0[b], np.float64)
-        for t in range(length):
-            if segment_ids is not None and t > 0 and segment_ids[b, t] != segment_ids[b, t - 1]:
-                h[:] = 0.0
-            for d in range(channels):
-                dt = delta[b, t, d] + (0.0 if delta_bias is None else delta_bias[d])
-                if softplus:
-                    dt = np.log1p(np.exp(dt))
-                grp = d // per_group
-                h[d] = np.exp(dt * A[d]) * h[d] + dt * B[b, t, grp] * u[b, t, d]
-                out = h[d] @ C[b, t, grp]
-                if D is not None:
-                    out += D[d] * u[b, t, d]
-                if z is not None:
-                    zz = z[b, t, d]
-                    out *= zz / (1.0 + np.exp(-zz))
-                y[b, t, d] = out
-        final[b] = h
-    return y, final
+    for t in range(length):
+        if segment_ids is not None and t > 0:
+            h[np.asarray(segment_ids)[:, t] != np.asarray(segment_ids)[:, t - 1]] = 0.0
+        h = np.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * u[:, t])[..., None] * B[:, t]
+        y[:, t] = np.sum(h * C[:, t], axis=-1)
+    if D is not None:
+        y = y + np.asarray(D, np.float64) * u
+    if z is not None:
+        z = np.asarray(z, np.float64)
+        y = y * z / (1.0 + np.exp(-z))
+    return y, h
 
 
 def close(x, ref, rtol=1e-5):
@@ -75,27 +73,23 @@ SEG = np.repeat(np.array([[0, 0, 1, 1, 2, 2, 2, 2], [3, 3, 3, 3, 3, 4, 4, 4]]), 
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_plain_scan_shared_bc(mode):
-    # No D, z, bias, softplus or initial state; B and C shared by all channels.
-    args = make(1, grouped=False)
-    args = {k: args[k] for k in ("u", "delta", "A", "B", "C")}
-    args["delta"] = np.abs(args["delta"])
-    ref_y, ref_h = reference(**args)
-    f = jax.jit(functools.partial(selective_scan, mode=mode, chunk_size=CHUNK, return_state=True))
-    y, h = f(**args)
-    close(y, ref_y)
-    close(h, ref_h)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_grouped_with_all_options(mode):
-    # Grouped B/C, D, z, delta_bias, softplus, an initial state and segment resets.
-    args = make(2)
-    h0 = np.random.default_rng(3).normal(size=(B_, D_, N)).astype(np.float32)
-    y, h = run(args, h0, SEG, mode=mode)
-    ref_y, ref_h = reference(**args, softplus=True, h0=h0, segment_ids=SEG)
-    close(y, ref_y)
-    close(h, ref_h)
+@pytest.mark.parametrize("options", ["none", "all"])
+def test_matches_reference(mode, options):
+    """``none``: no D, z, bias, softplus or initial state, B and C shared by all channels;
+    ``all``: grouped B/C, D, z, delta_bias, softplus, an initial state and segment resets."""
+    if options == "none":
+        args = make(1, grouped=False)
+        args = {k: args[k] for k in ("u", "delta", "A", "B", "C")}
+        args["delta"] = np.abs(args["delta"])
+        y, h = jax.jit(functools.partial(selective_scan, mode=mode, chunk_size=CHUNK, return_state=True))(**args)
+        ref = reference(**args)
+    else:
+        args = make(2)
+        h0 = np.random.default_rng(3).normal(size=(B_, D_, N)).astype(np.float32)
+        y, h = run(args, h0, SEG, mode=mode)
+        ref = reference(**args, softplus=True, h0=h0, segment_ids=SEG)
+    close(y, ref[0])
+    close(h, ref[1])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -130,18 +124,72 @@ def test_step_matches_scan():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_grads(mode):
+def test_length_one(mode):
+    args = make(8, length=1)
+    h0 = np.random.default_rng(9).normal(size=(B_, D_, N)).astype(np.float32)
+    y, h = run(args, h0, np.zeros((B_, 1), np.int32), mode=mode)
+    ref_y, ref_h = reference(**args, softplus=True, h0=h0)
+    close(y, ref_y)
+    close(h, ref_h)
+
+
+def test_length_1000_crosses_many_chunks():
+    """Length 1000 in chunks of 64 (16 chunks, a padded tail), with segment resets: every
+    mode against the float64 loop."""
+    length = 1000
+    args = make(10, length=length)
+    args["A"] = 0.05 * args["A"]  # long memories: the state crosses many chunks
+    seg = np.repeat(np.array([[0, 1, 2, 3], [4, 4, 5, 5]]), 250, axis=1)
+    ref_y, ref_h = reference(**args, softplus=True, segment_ids=seg)
+    for mode in MODES:
+        y, h = jax.jit(functools.partial(selective_scan, delta_softplus=True, segment_ids=seg, mode=mode,
+                                         return_state=True))(**args)
+        close(y, ref_y, 2e-5)
+        close(h, ref_h, 2e-5)
+
+
+ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+@functools.partial(jax.jit, static_argnames=("mode",))
+def grads(args, h0, seg, *, mode):
+    """Gradients of <y, w> + <h, v> for fixed random cotangents, w.r.t. every input."""
+    rng = np.random.default_rng(11)
+    w = rng.normal(size=args["u"].shape).astype(np.float32)
+    v = rng.normal(size=h0.shape).astype(np.float32)
+
+    def loss(args, h0):
+        y, h = selective_scan(**args, delta_softplus=True, initial_state=h0, segment_ids=seg,
+                              return_state=True, mode=mode, chunk_size=CHUNK)
+        return jnp.sum(y * w) + jnp.sum(h * v)
+
+    return jax.grad(loss, argnums=(0, 1))(args, h0)
+
+
+def test_reference_grads_numerically():
+    """The sequential mode against central differences (float32 math: eps 1e-2, tolerance 1e-3)."""
     args = make(5, length=6, channels=2)
     args = {k: jnp.asarray(v[:1] if np.ndim(v) >= 3 else v) for k, v in args.items()}
     args["B"], args["C"] = args["B"][:, :, :1], args["C"][:, :, :1]  # groups must divide 2
+    seg = jnp.asarray([[0, 0, 0, 1, 1, 1]])
+    h0 = jnp.asarray(np.random.default_rng(6).normal(size=(1, 2, N)), jnp.float32)
 
-    def f(u, delta, A, B, C, D, z):
-        return selective_scan(u, delta, A, B, C, D, z, delta_bias=args["delta_bias"],
-                              delta_softplus=True, mode=mode, chunk_size=4)
+    def f(u, delta, A, B, C, D, z, delta_bias, h0):
+        return selective_scan(u, delta, A, B, C, D, z, delta_bias=delta_bias, delta_softplus=True,
+                              initial_state=h0, segment_ids=seg, mode="sequential")
 
-    keys = ("u", "delta", "A", "B", "C", "D", "z")
-    check_grads(jax.jit(f), tuple(args[k] for k in keys), order=1, modes=["rev"],
-                atol=2e-2, rtol=2e-2)
+    check_grads(jax.jit(f), tuple(args[k] for k in ARG_NAMES) + (h0,), order=1, modes=["rev"],
+                eps=1e-2, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["associative", "chunked"])
+def test_grads_match_the_reference_mode(mode):
+    """Every gradient, with an initial state and segment resets, against the sequential mode."""
+    args = {k: jnp.asarray(v) for k, v in make(12).items()}
+    h0 = jnp.asarray(np.random.default_rng(13).normal(size=(B_, D_, N)), jnp.float32)
+    ref = jax.tree_util.tree_leaves(grads(args, h0, SEG, mode="sequential"))
+    for g, r in zip(jax.tree_util.tree_leaves(grads(args, h0, SEG, mode=mode)), ref):
+        close(g, r, 1e-5)
 
 
 def test_chunked_mode_memory_is_bounded():
@@ -176,14 +224,36 @@ def test_long_sequence_finite():
 
 
 def test_bfloat16_inputs():
+    """bf16 inputs, float32 scan, bf16 output: the error must be that of the float64 reference
+    fed the same rounded inputs and rounded to bf16 (measured here), give or take 5%."""
     args = make(7)
-    ref_y, _ = reference(**args, softplus=True)
+    exact, _ = reference(**args, softplus=True)
     low = {k: jnp.asarray(v, jnp.bfloat16) for k, v in args.items()}
-    y, h = run(low, mode="chunked")
-    assert y.dtype == jnp.bfloat16 and h.dtype == jnp.float32
-    # Inputs rounded to bf16 (2^-9 relative) and the output too; the scan runs in float32.
-    err = np.abs(np.asarray(y, np.float32) - ref_y).max() / np.abs(ref_y).max()
-    assert err < 2e-2, err
+    rounded = {k: np.asarray(v, np.float32) for k, v in low.items()}
+    ref16 = np.asarray(jnp.asarray(reference(**rounded, softplus=True)[0], jnp.bfloat16), np.float32)
+    ref_err = np.abs(ref16 - exact).max()
+    for mode in MODES:
+        y, h = run(low, mode=mode)
+        assert y.dtype == jnp.bfloat16 and h.dtype == jnp.float32
+        err = np.abs(np.asarray(y, np.float32) - exact).max()
+        assert err <= 1.05 * ref_err, (mode, err, ref_err)
+
+
+def test_x64_keeps_the_input_dtype():
+    args = make(14, length=9)
+    seg = SEG[:, :9]
+
+    @jax.jit
+    def every_mode(args):
+        return [selective_scan(**args, delta_softplus=True, segment_ids=seg, mode=m, chunk_size=4,
+                               return_state=True) for m in MODES]
+
+    ref_y, _ = reference(**args, softplus=True, segment_ids=seg)
+    with jax.enable_x64(True):
+        for dtype in (np.float32, np.float64):
+            for y, h in every_mode({k: v.astype(dtype) for k, v in args.items()}):
+                assert y.dtype == dtype and h.dtype == np.float32
+                close(y, ref_y)
 
 
 def test_bad_inputs():
@@ -205,3 +275,21 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="state must be"):
         selective_scan_step(a["u"][:, 0], a["delta"][:, 0], a["A"], a["B"][:, 0], a["C"][:, 0],
                             np.zeros((B_, D_)))
+    sc = functools.partial(selective_scan, a["u"], a["delta"], a["A"], a["B"], a["C"], delta_softplus=True)
+    with pytest.raises(ValueError, match="u must be a float"):
+        selective_scan(a["u"].astype(np.int32), a["delta"], a["A"], a["B"], a["C"])
+    with pytest.raises(ValueError, match="B must be a float"):
+        selective_scan(a["u"], a["delta"], a["A"], a["B"].astype(np.int32), a["C"])
+    with pytest.raises(ValueError, match="batch >= 1 and length >= 1"):
+        selective_scan(a["u"][:, :0], a["delta"][:, :0], a["A"], a["B"][:, :0], a["C"][:, :0])
+    with pytest.raises(ValueError, match="batch >= 1 and length >= 1"):
+        selective_scan(a["u"][:0], a["delta"][:0], a["A"], a["B"][:0], a["C"][:0])
+    with pytest.raises(ValueError, match=r"segment_ids must be an int array \[batch, length\]"):
+        sc(segment_ids=SEG[:1])
+    with pytest.raises(ValueError, match="chunk_size"):
+        sc(mode="chunked", chunk_size=0)
+    with pytest.raises(ValueError, match="u_t must be a float"):
+        selective_scan_step(a["u"][:, 0].astype(np.int32), a["delta"][:, 0], a["A"], a["B"][:, 0],
+                            a["C"][:, 0], np.zeros((B_, D_, N)))
+    # segment_ids as a list is fine
+    close(sc(segment_ids=SEG.tolist()), sc(segment_ids=SEG))

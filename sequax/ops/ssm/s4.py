@@ -465,6 +465,89 @@ def dense_ssm_step(A_bar, B_bar, C, u_t, state):
     return jnp.sum(C * state, axis=-1).real, state
 
 
+def _check_carry(u, state, shape):
+    u, state = jnp.asarray(u), jnp.asarray(state)
+    if u.ndim != 3 or u.shape[2] != shape[0] or min(u.shape[:2]) < 1:
+        raise ValueError(f"u must be [batch >= 1, L >= 1, H={shape[0]}]; got shape {u.shape}")
+    if not jnp.issubdtype(u.dtype, jnp.floating):
+        raise ValueError(f"u must be a float array (cast it to float32); got dtype {u.dtype}")
+    want = u.shape[:1] + tuple(shape)
+    if state.shape != want:
+        raise ValueError(f"state must be [batch, {', '.join(map(str, shape))}] = {want}; got {state.shape}")
+    return u.astype(jnp.float32).astype(jnp.complex64), state.astype(jnp.complex64)
+
+
+def diag_ssm_carry(Lambda_bar, B_bar, C, u, state):
+    """What an incoming state adds to a diagonal SSM's convolution over a piece, and the state after it.
+
+    The convolution mode (``fft_conv`` with :func:`s4d_kernel`) starts from a
+    zero state. Starting from ``x_{-1} = state`` instead adds
+    ``2 Re(sum_n C_n Λ̄_n^(t+1) state_n)`` to output ``t``, and the state after
+    the piece is ``Λ̄^L state + sum_s Λ̄^(L-1-s) B̄ u_s`` (the same recurrence as
+    :func:`diag_ssm_step`). Powers are ``exp(l log Λ̄)``; memory ``O(H N2 L)``.
+
+    Args:
+      Lambda_bar, B_bar, C: ``[H, N2]`` complex, as for :func:`diag_ssm_step`.
+      u: ``[batch, L, H]`` real input of the piece.
+      state: ``[batch, H, N2]`` complex, the state before ``u[:, 0]``.
+
+    Returns:
+      ``(y_state [batch, L, H] float32, final [batch, H, N2] complex64)``.
+    """
+    Lambda_bar = jnp.asarray(Lambda_bar, jnp.complex64)
+    u, state = _check_carry(u, state, Lambda_bar.shape)
+    L = u.shape[1]
+    powers = jnp.exp(jnp.log(Lambda_bar)[..., None] * jnp.arange(L + 1, dtype=jnp.float32))  # [H, N2, L+1]
+    y = 2 * jnp.einsum("hn,hnl,bhn->blh", C, powers[..., 1:], state, precision=_HI).real
+    final = powers[..., L] * state + jnp.einsum(
+        "hnl,hn,blh->bhn", jnp.flip(powers[..., :L], -1), B_bar, u, precision=_HI
+    )
+    return y, final
+
+
+def _orbit(A, v, length, left=False):
+    """``[length, H, N]``: ``A^l v`` (``left``: ``v A^l``) for ``l < length``, ``A`` ``[H, N, N]``,
+    ``v`` ``[H, N]``; ``log2(length)`` doublings ``seq[m:2m] = A^m seq[:m]``."""
+    seq, power = v[None], A
+    while seq.shape[0] < length:
+        if left:
+            nxt = jnp.einsum("lhn,hnm->lhm", seq, power, precision=_HI)
+        else:
+            nxt = jnp.einsum("hnm,lhm->lhn", power, seq, precision=_HI)
+        seq = jnp.concatenate([seq, nxt], axis=0)
+        power = jnp.einsum("hnm,hmk->hnk", power, power, precision=_HI)
+    return seq[:length]
+
+
+def dense_ssm_carry(A_bar, B_bar, C, u, state):
+    """:func:`diag_ssm_carry` for a dense SSM (S4's recurrent form, :func:`dense_ssm_step`).
+
+    Output ``t`` gains ``Re(C Ā^(t+1) state)``; the state after the piece is
+    ``Ā^L state + sum_s Ā^(L-1-s) B̄ u_s``. The sequences ``C Ā^(t+1)`` and
+    ``Ā^l B̄`` come from ``log2 L`` matrix doublings; memory ``O(H N L)``.
+
+    Args:
+      A_bar: ``[H, N, N]``; B_bar, C: ``[H, N]`` (from :func:`s4_dplr_recurrence`).
+      u: ``[batch, L, H]`` real input.
+      state: ``[batch, H, N]`` complex.
+
+    Returns:
+      ``(y_state [batch, L, H] float32, final [batch, H, N] complex64)``.
+    """
+    A_bar = jnp.asarray(A_bar, jnp.complex64)
+    if A_bar.ndim != 3 or A_bar.shape[1] != A_bar.shape[2]:
+        raise ValueError(f"A_bar must be [H, N, N]; got shape {A_bar.shape}")
+    u, state = _check_carry(u, state, A_bar.shape[:2])
+    B_bar, C = jnp.asarray(B_bar, jnp.complex64), jnp.asarray(C, jnp.complex64)
+    L = u.shape[1]
+    readout = _orbit(A_bar, jnp.einsum("hn,hnm->hm", C, A_bar, precision=_HI), L, left=True)  # C Ā^(t+1)
+    y = jnp.einsum("lhn,bhn->blh", readout, state, precision=_HI).real
+    inputs = _orbit(A_bar, B_bar, L)  # Ā^l B̄
+    final = jnp.einsum("hnm,bhm->bhn", jnp.linalg.matrix_power(A_bar, L), state, precision=_HI)
+    final = final + jnp.einsum("lhn,blh->bhn", inputs[::-1], u, precision=_HI)
+    return y, final
+
+
 def log_dt_init(key, shape, dt_min=1e-3, dt_max=1e-1):
     """``log dt`` uniform in ``[log dt_min, log dt_max]`` (float32, any ``shape``)."""
     if not 0 < dt_min <= dt_max:
@@ -477,7 +560,9 @@ def log_dt_init(key, shape, dt_min=1e-3, dt_max=1e-1):
 __all__ = [
     "DISCRETIZATIONS",
     "S4D_INITS",
+    "dense_ssm_carry",
     "dense_ssm_step",
+    "diag_ssm_carry",
     "diag_ssm_step",
     "discretize_bilinear",
     "discretize_bilinear_dense",

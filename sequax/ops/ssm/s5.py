@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from sequax.ops.scan import linear_scan
+from sequax.ops.segments import check_sequence
 from sequax.ops.ssm.s4 import (
     _check_size,
     _hippo_legs_np,
@@ -184,9 +185,7 @@ def s5_apply(
       ``y`` ``[batch, L, H]`` in ``u``'s dtype; with ``return_state`` also the
       final state ``[batch, P2]`` complex64.
     """
-    u = jnp.asarray(u)
-    if u.ndim != 3:
-        raise ValueError(f"u must be [batch, L, H]; got shape {u.shape}")
+    u = check_sequence("u", u, 3, layout="[batch, L, H]")
     if bidirectional and (initial_state is not None or return_state):
         raise ValueError(
             "initial_state/return_state need a causal scan; set bidirectional=False to use them"
@@ -221,8 +220,8 @@ def s5_step(Lambda_bar, B_bar, C_tilde, D, u_t, state):
       ``(y_t [batch, H] in u_t's dtype, new_state [batch, P2] complex64)``.
     """
     u_t = jnp.asarray(u_t)
-    if u_t.ndim != 2:
-        raise ValueError(f"u_t must be [batch, H]; got shape {u_t.shape}")
+    if u_t.ndim != 2 or not jnp.issubdtype(u_t.dtype, jnp.floating):
+        raise ValueError(f"u_t must be a float array [batch, H]; got {u_t.dtype}{list(u_t.shape)}")
     Lambda_bar, B_bar, C_tilde, D = _check_io(Lambda_bar, B_bar, C_tilde, D, u_t.shape[1], False)
     want = (u_t.shape[0], Lambda_bar.shape[0])
     if jnp.shape(state) != want:

@@ -24,21 +24,22 @@ rematerialising each chunk — the backward pass).
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from sequax.ops.dispatch import BackendTable
-from sequax.ops.scan import check_mode, combine, linear_scan, segment_starts
+from sequax.ops.scan import check_mode, chunk_states, linear_scan, scan_chunks
+from sequax.ops.segments import check_segment_ids, check_sequence, segment_starts
 
 DEFAULT_CHUNK_SIZE = 64
 DEFAULT_MODE = "associative"
 
 # Backends (sequax.ops.dispatch): "xla" (the modes below) and "pallas"
 # (pallas_kernels.selective_scan: one fused pass, states never leave the chip).
-SELECTIVE_SCAN = BackendTable("selective_scan", {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")})
+# auto: the kernel on GPUs (3-4x the associative scan on an H200, BENCHMARKS.md); the TPU kernel
+# has not run on a TPU yet, so TPUs get it only with backend="pallas".
+SELECTIVE_SCAN = BackendTable("selective_scan", {"gpu": ("pallas", "xla"), "tpu": ("xla",)})
 
 
 def _per_channel(bc, channels):
@@ -46,7 +47,15 @@ def _per_channel(bc, channels):
     return jnp.repeat(bc, channels // bc.shape[-2], axis=-2)
 
 
+def _check_float(name, x):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{name} must be a float array (cast it to float32); got dtype {x.dtype}")
+    return x
+
+
 def _check_bc(name, x, lead, channels, state):
+    x = _check_float(name, x)
     if x.ndim not in (len(lead) + 1, len(lead) + 2) or x.shape[: len(lead)] != lead:
         raise ValueError(
             f"{name} must be {list(lead) + ['state']} or {list(lead) + ['groups', 'state']} "
@@ -153,19 +162,18 @@ def selective_scan(
       ``y`` ``[batch, length, channels]`` in ``u``'s dtype, and with
       ``return_state`` the final state ``[batch, channels, state]`` (float32).
     """
-    chunk_size = check_mode(mode, DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size, "selective_scan")
-    u = jnp.asarray(u)
-    if u.ndim != 3 or u.shape[1] == 0:
-        raise ValueError(f"u must be [batch, length, channels] with length >= 1, got {u.shape}")
+    chunk_size = check_mode(mode, chunk_size, "selective_scan", DEFAULT_CHUNK_SIZE)
+    u = check_sequence("u", u, 3, layout="[batch, length, channels]")
     batch, length, channels = u.shape
-    if jnp.shape(delta) != u.shape:
-        raise ValueError(f"delta must have u's shape {u.shape}, got {jnp.shape(delta)}")
+    delta = _check_float("delta", delta)
+    if delta.shape != u.shape:
+        raise ValueError(f"delta must have u's shape {u.shape}, got {delta.shape}")
     if z is not None and jnp.shape(z) != u.shape:
         raise ValueError(f"z must have u's shape {u.shape}, got {jnp.shape(z)}")
     A = _check_A(A, channels)
     state = A.shape[1]
-    B = _check_bc("B", jnp.asarray(B), (batch, length), channels, state)
-    C = _check_bc("C", jnp.asarray(C), (batch, length), channels, state)
+    B = _check_bc("B", B, (batch, length), channels, state)
+    C = _check_bc("C", C, (batch, length), channels, state)
     D = _check_vec("D", D, channels)
     delta_bias = _check_vec("delta_bias", delta_bias, channels)
     if initial_state is not None:
@@ -175,16 +183,13 @@ def selective_scan(
                 f"got {jnp.shape(initial_state)}"
             )
         initial_state = jnp.asarray(initial_state, jnp.float32)
-    if segment_ids is not None and jnp.shape(segment_ids) != (batch, length):
-        raise ValueError(
-            f"segment_ids must be [batch, length] = {(batch, length)}, got {jnp.shape(segment_ids)}"
-        )
+    if segment_ids is not None:
+        segment_ids = check_segment_ids(segment_ids, batch, length)
 
     args = dict(
         D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, initial_state=initial_state,
         return_state=return_state, mode=mode, chunk_size=chunk_size, segment_ids=segment_ids,
     )
-    delta = jnp.asarray(delta)
     return SELECTIVE_SCAN(backend, dict(u=u, delta=delta, A=A, B=B, C=C, **args), u, delta, A, B, C, **args)
 
 
@@ -237,33 +242,19 @@ def _sequential(h0, u, delta, A, B, C, keep):
 
 
 def _chunked(h0, u, delta, A, B, C, keep, chunk_size):
-    batch, length, channels = u.shape
-    num_chunks = math.ceil(length / chunk_size)
-    pad = num_chunks * chunk_size - length
+    channels = u.shape[-1]
 
-    def to_chunks(x):  # [b, l, ...] -> [chunks, b, T, ...]; padding: delta = 0 keeps h
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=0)
-        x = x.reshape((batch, num_chunks, chunk_size) + x.shape[2:])
-        return jnp.moveaxis(x, 1, 0)
-
-    @jax.checkpoint
     def body(h, xs):
         # Only this chunk's [b, T, d, n] states exist; they are contracted with
         # C at once and dropped (and recomputed in the backward pass).
         u_c, delta_c, B_c, C_c, keep_c = xs
         dA = jnp.exp(delta_c[..., None] * A) * keep_c[..., None, None]
         dBu = (delta_c * u_c)[..., None] * _per_channel(B_c, channels)
-        a_cum, h_local = lax.associative_scan(combine, (dA, dBu), axis=1)
-        h_all = a_cum * h[:, None] + h_local
-        y = jnp.einsum("btdn,btdn->btd", h_all, _per_channel(C_c, channels))
-        return h_all[:, -1], y
+        h_all = chunk_states(h, dA, dBu)
+        return h_all[:, -1], jnp.einsum("btdn,btdn->btd", h_all, _per_channel(C_c, channels))
 
-    keep = jnp.pad(keep, [(0, 0), (0, pad)], constant_values=1)
-    keep = jnp.moveaxis(keep.reshape(batch, num_chunks, chunk_size), 1, 0)
-    xs = [to_chunks(x) for x in (u, delta, B, C)] + [keep]
-    last, y = lax.scan(body, h0, xs)
-    y = jnp.moveaxis(y, 0, 1).reshape(batch, num_chunks * chunk_size, channels)
-    return last, y[:, :length]
+    # Padding: delta = 0 and keep = 1 leave the state unchanged.
+    return scan_chunks(body, h0, (u, delta, B, C, keep), chunk_size, pad_values=(0, 0, 0, 0, 1))
 
 
 def selective_scan_step(
@@ -292,7 +283,7 @@ def selective_scan_step(
       ``(y_t, state)``: ``y_t`` ``[batch, channels]`` in ``u_t``'s dtype and
       the new float32 state ``[batch, channels, state]``.
     """
-    u_t = jnp.asarray(u_t)
+    u_t = _check_float("u_t", u_t)
     if u_t.ndim != 2:
         raise ValueError(f"u_t must be [batch, channels], got shape {u_t.shape}")
     batch, channels = u_t.shape

@@ -17,46 +17,63 @@ reference). :func:`ssd_step` is one step of it (decoding).
 Heads are split evenly into ``groups`` sharing ``B`` and ``C`` (head ``h``
 uses group ``h // (heads // groups)``). Math is float32; outputs come back in
 ``x``'s dtype, states in float32.
+
+Packed sequences (``segment_ids``): the state restarts at zero where the id
+changes, i.e. ``dt_t A = -inf`` there, inside chunks as well as at their edges.
+
+Stability: every decay is the exponential of a *sum* of the ``dt A`` it spans
+(segment sums, as in the paper's ``segsum``), never of a difference of two
+cumulative sums, so strong decays (``dt A`` of -1e4 within a chunk) and long
+chunks (1024) lose no accuracy.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax.numpy as jnp
 from jax import lax
 
 from sequax.ops.dispatch import BackendTable, check_mode
-from sequax.ops.scan import linear_scan
+from sequax.ops.scan import check_chunk_size, linear_scan
+from sequax.ops.segments import check_segment_ids, merge_chunks, segment_starts, split_chunks
 
 MODES = ("chunked", "naive")
 DEFAULT_CHUNK_SIZE = 64
 
 # Backends (sequax.ops.dispatch): "xla" (the modes above) and "pallas"
 # (pallas_kernels.ssd: the chunked algorithm with tensor-core matmuls).
-SSD = BackendTable("ssd", {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla")})
+# auto: the kernel on GPUs (4x the XLA path forward on an H200, BENCHMARKS.md); TPUs only with
+# backend="pallas" until the TPU kernel has run on one.
+SSD = BackendTable("ssd", {"gpu": ("pallas", "xla"), "tpu": ("xla",)})
+
+
+def _float(name, v):
+    v = jnp.asarray(v)
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        raise ValueError(f"{name} must be a float array (cast it to float32); got dtype {v.dtype}")
+    return v
 
 
 def _check(x, dt, A, B, C, D, state, lead, state_name):
-    """Validate shapes; return float32 arrays (B, C as given, D/state possibly None)."""
-    x = jnp.asarray(x)
+    """Validate shapes and dtypes; return float32 arrays (B, C as given, D/state possibly None)."""
+    x = _float("x", x)
+    names = ", ".join(lead)
     if x.ndim != len(lead) + 2:
-        names = ", ".join(lead)
         raise ValueError(f"x must be [{names}, heads, head_dim], got shape {x.shape}")
+    if min(x.shape[: len(lead)]) < 1:
+        raise ValueError(f"x must be [{names}, heads, head_dim] with {names} >= 1, got shape {x.shape}")
     heads, head_dim = x.shape[-2:]
-    if jnp.shape(dt) != x.shape[:-1]:
-        raise ValueError(
-            f"dt must be x's shape without head_dim {x.shape[:-1]}, got {jnp.shape(dt)}"
-        )
+    dt = _float("dt", dt)
+    if dt.shape != x.shape[:-1]:
+        raise ValueError(f"dt must be x's shape without head_dim {x.shape[:-1]}, got {dt.shape}")
     if jnp.shape(A) != (heads,):
         raise ValueError(
             f"A must be [heads] = ({heads},) (one scalar per head), got {jnp.shape(A)}"
         )
-    B, C = jnp.asarray(B), jnp.asarray(C)
+    B, C = _float("B", B), _float("C", C)
     for name, v in (("B", B), ("C", C)):
         if v.ndim != x.ndim or v.shape[:-2] != x.shape[:-2]:
             raise ValueError(
-                f"{name} must be [{', '.join(lead)}, groups, state] with leading dims "
+                f"{name} must be [{names}, groups, state] with leading dims "
                 f"{x.shape[:-2]}, got {v.shape}"
             )
     if B.shape != C.shape:
@@ -80,13 +97,13 @@ def _check(x, dt, A, B, C, D, state, lead, state_name):
     return f32(x), f32(dt), f32(A), f32(B), f32(C), D, state
 
 
-def _recur(h, x, dt, A, B, C):
-    """One float32 step: ``h`` ``[b, H, P, N]``, ``x`` ``[b, H, P]``, ``dt`` ``[b, H]``,
-    ``B``/``C`` ``[b, G, N]``. Returns the new ``h`` and ``y`` ``[b, H, P]``."""
+def _recur(h, x, dt, a, B, C):
+    """One float32 step: ``h`` ``[b, H, P, N]``, ``x`` ``[b, H, P]``, ``dt`` and the log
+    decay ``a = dt A`` ``[b, H]``, ``B``/``C`` ``[b, G, N]``. Returns the new ``h`` and
+    ``y`` ``[b, H, P]``."""
     r = x.shape[1] // B.shape[1]
     B, C = jnp.repeat(B, r, axis=1), jnp.repeat(C, r, axis=1)  # [b, H, N]
-    decay = jnp.exp(dt * A)[..., None, None]
-    h = decay * h + (dt[..., None] * x)[..., None] * B[:, :, None, :]
+    h = jnp.exp(a)[..., None, None] * h + (dt[..., None] * x)[..., None] * B[:, :, None, :]
     return h, jnp.einsum("bhpn,bhn->bhp", h, C)
 
 
@@ -94,7 +111,8 @@ def _segsum(a):
     """``a`` ``[..., T]`` -> ``[..., T, T]`` with ``[i, j] = sum_{j < k <= i} a_k`` (0 for i <= j).
 
     Summing masked copies (rather than differencing a cumulative sum) keeps
-    the small within-chunk sums accurate however large the totals get.
+    the small within-chunk sums accurate however large the totals get, and a
+    ``-inf`` (a segment reset) only ever meets other terms in sums.
     """
     T = a.shape[-1]
     x = jnp.broadcast_to(a[..., :, None], a.shape + (T,))  # x[..., i, j] = a_i
@@ -103,21 +121,25 @@ def _segsum(a):
 
 
 def ssd(x, dt, A, B, C, *, chunk_size=DEFAULT_CHUNK_SIZE, D=None, initial_state=None,
-        return_state=False, mode=None, backend="auto"):
+        return_state=False, mode=None, segment_ids=None, backend="auto"):
     """SSD (Mamba-2), any length.
 
     Args:
-      x: ``[batch, length, heads, head_dim]``.
+      x: ``[batch, length, heads, head_dim]`` float.
       dt: ``[batch, length, heads]`` positive step sizes (softplus/bias
         already applied by the caller).
       A: ``[heads]`` negative scalar per head.
       B, C: ``[batch, length, groups, state]``; ``groups`` divides ``heads``.
-      chunk_size: chunk length for ``mode="chunked"`` (the tail is padded).
+      chunk_size: chunk length for ``mode="chunked"`` (the tail is padded;
+        None: 64).
       D: optional ``[heads]`` skip connection.
-      initial_state: optional ``[batch, heads, head_dim, state]``.
+      initial_state: optional ``[batch, heads, head_dim, state]``, the state
+        before position 0 (it feeds the first segment).
       return_state: also return the final state.
       mode: ``"chunked"`` or ``"naive"`` (the pure-JAX algorithm); None lets
         the backend choose (chunked for ``"xla"``).
+      segment_ids: optional ``[batch, length]`` ints; the state restarts at
+        zero where the id changes (the pure-JAX backend only).
       backend: ``"auto"``, ``"xla"`` or ``"pallas"`` (see
         :mod:`sequax.ops.dispatch`).
 
@@ -126,92 +148,94 @@ def ssd(x, dt, A, B, C, *, chunk_size=DEFAULT_CHUNK_SIZE, D=None, initial_state=
       ``return_state`` the final float32 state ``[batch, heads, head_dim, state]``.
     """
     check_mode("ssd", mode, MODES)
-    if (chunk_size is None or isinstance(chunk_size, bool) or not float(chunk_size).is_integer()
-            or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    chunk_size = int(chunk_size)
+    chunk_size = check_chunk_size(chunk_size, DEFAULT_CHUNK_SIZE)
     _check(x, dt, A, B, C, D, initial_state, ("batch", "length"), "initial_state")
     x, dt, A, B, C = (jnp.asarray(v) for v in (x, dt, A, B, C))
-    if x.shape[1] == 0:
-        raise ValueError("x must have length >= 1")
+    if segment_ids is not None:
+        segment_ids = check_segment_ids(segment_ids, *x.shape[:2])
     args = dict(chunk_size=chunk_size, D=D, initial_state=initial_state, return_state=return_state, mode=mode)
-    return SSD(backend, dict(x=x, dt=dt, A=A, B=B, C=C, **args), x, dt, A, B, C, **args)
+    name = SSD.resolve(backend, x=x, dt=dt, A=A, B=B, C=C, segment_ids=segment_ids, **args)
+    if name == "xla":
+        return _ssd_xla(x, dt, A, B, C, segment_ids=segment_ids, **args)
+    return SSD.get(name)(x, dt, A, B, C, **args)
 
 
-def _ssd_xla(x, dt, A, B, C, *, chunk_size, D, initial_state, return_state, mode):
+def _ssd_xla(x, dt, A, B, C, *, chunk_size, D, initial_state, return_state, mode, segment_ids=None):
     """The pure-JAX backend on validated inputs (float32 math)."""
     out_dtype = x.dtype
     x, dt, A, B, C, D, h0 = _check(x, dt, A, B, C, D, initial_state, ("batch", "length"), "initial_state")
+    if h0 is None:
+        h0 = jnp.zeros(x.shape[:1] + x.shape[2:] + B.shape[-1:], jnp.float32)
+    a = dt * A  # log decay per step [b, l, H]
+    if segment_ids is not None:  # a reset: nothing of the old state survives
+        a = jnp.where(segment_starts(segment_ids)[..., None], -jnp.inf, a)
     if mode == "naive":
-        y, last = _ssd_naive(x, dt, A, B, C, D, h0, out_dtype)
-        return (y, last) if return_state else y
+        y, last = _ssd_naive(x, dt, a, B, C, h0)
+    else:
+        y, last = _ssd_chunked(x, dt, a, B, C, h0, min(chunk_size, x.shape[1]))
+    if D is not None:
+        y = y + D[:, None] * x
+    y = y.astype(out_dtype)
+    return (y, last) if return_state else y
+
+
+def _ssd_chunked(x, dt, a, B, C, h0, T):
+    """The SSD paper's chunked algorithm; ``a = dt A`` ``[b, l, H]`` (``-inf`` at resets)."""
     batch, length, heads, head_dim = x.shape
     groups, n = B.shape[-2:]
     r = heads // groups
-    T = int(chunk_size)
-    nc = math.ceil(length / T)
-    pad = nc * T - length
-    if h0 is None:
-        h0 = jnp.zeros((batch, heads, head_dim, n), jnp.float32)
+    # Chunks [b, c, T, ...]; the padded tail has dt = 0 and a = 0: no input, no decay.
+    xdt = split_chunks((x * dt[..., None]).reshape(batch, length, groups, r, head_dim), T)
+    a = split_chunks(a.reshape(batch, length, groups, r), T)  # [b, c, T, g, r]
+    B, C = split_chunks(B, T), split_chunks(C, T)  # [b, c, T, g, n]
 
-    # Padding has dt = 0: no decay and no input, so the final state is unchanged.
-    def chunks(v, *inner):  # [b, l, ...] -> [b, c, T, *inner]
-        v = jnp.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2))
-        return v.reshape((batch, nc, T) + inner)
-
-    x = chunks(x, groups, r, head_dim)
-    dt = chunks(dt, groups, r)
-    B, C = chunks(B, groups, n), chunks(C, groups, n)
-    xdt = x * dt[..., None]  # [b, c, T, g, r, p]
-    a = dt * A.reshape(groups, r)  # log decay per step, [b, c, T, g, r]
-    a_cum = jnp.cumsum(a, axis=2)
-
-    # 1. Within each chunk: y_i = sum_{j<=i} (C_i . B_j) L_ij dt_j x_j.
-    seg = _segsum(jnp.moveaxis(a, 2, -1))  # [b, c, g, r, T, T]
-    L = jnp.where(jnp.tril(jnp.ones((T, T), bool)), jnp.exp(seg), 0.0)
+    # 1. Within each chunk: y_i = sum_{j<=i} (C_i . B_j) L_ij dt_j x_j, with
+    #    L_ij = exp(sum_{j<k<=i} a_k).
+    L = jnp.where(jnp.tril(jnp.ones((T, T), bool)), jnp.exp(_segsum(jnp.moveaxis(a, 2, -1))), 0.0)
     CB = jnp.einsum("bcign,bcjgn->bcgij", C, B)
     y = jnp.einsum("bcgij,bcgrij,bcjgrp->bcigrp", CB, L, xdt)
 
-    # 2. Each chunk's own contribution to the state at its end (zero start).
-    to_end = jnp.exp(a_cum[:, :, -1:] - a_cum)  # decay from j to the chunk end
-    states = jnp.einsum("bcjgn,bcjgr,bcjgrp->bcgrpn", B, to_end, xdt)
+    # 2. Each chunk's own contribution to the state at its end (zero start):
+    #    the decay from j to the end is L's last row.
+    states = jnp.einsum("bcjgn,bcgrj,bcjgrp->bcgrpn", B, L[..., -1, :], xdt)
 
     # 3. Pass the state across chunks: H_c = exp(sum of chunk c's a) H_{c-1} + states_c.
-    decay = jnp.exp(a_cum[:, :, -1])[..., None, None]  # [b, c, g, r, 1, 1]
+    #    The decay from the chunk's entry to i is a sum from the chunk start.
+    a_in = jnp.cumsum(a, axis=2)  # [b, c, T, g, r]
+    h0 = h0.reshape(batch, groups, r, head_dim, n)
     H, last = linear_scan(
-        decay, states, initial_state=h0.reshape(batch, groups, r, head_dim, n),
-        mode="sequential", return_state=True,
+        jnp.exp(a_in[:, :, -1])[..., None, None], states, initial_state=h0, mode="sequential",
+        return_state=True,
     )
-    H_in = jnp.concatenate([h0.reshape(batch, 1, groups, r, head_dim, n), H[:, :-1]], axis=1)
+    H_in = jnp.concatenate([h0[:, None], H[:, :-1]], axis=1)
 
-    # 4. The entering state's contribution: y_i += exp(a_cum_i) H_in C_i.
-    y = y + jnp.einsum("bcign,bcgrpn,bcigr->bcigrp", C, H_in, jnp.exp(a_cum))
-
-    y = y.reshape(batch, nc * T, heads, head_dim)[:, :length]
-    if D is not None:
-        y = y + D[:, None] * x.reshape(batch, nc * T, heads, head_dim)[:, :length]
-    y = y.astype(out_dtype)
-    return (y, last.reshape(batch, heads, head_dim, n)) if return_state else y
+    # 4. The entering state's contribution: y_i += exp(a_in_i) H_in C_i.
+    y = y + jnp.einsum("bcign,bcgrpn,bcigr->bcigrp", C, H_in, jnp.exp(a_in))
+    y = merge_chunks(y, length).reshape(batch, length, heads, head_dim)
+    return y, last.reshape(batch, heads, head_dim, n)
 
 
-def _ssd_naive(x, dt, A, B, C, D, h0, out_dtype):
+def _ssd_naive(x, dt, a, B, C, h0):
     """The SSD recurrence one step at a time (``lax.scan``): ``mode="naive"``, the reference."""
-    if h0 is None:
-        h0 = jnp.zeros(x.shape[:1] + x.shape[2:] + B.shape[-1:], jnp.float32)
 
     def step(h, xs):
-        x_t, dt_t, B_t, C_t = xs
-        return _recur(h, x_t, dt_t, A, B_t, C_t)
+        return _recur(h, *xs)
 
-    last, y = lax.scan(step, h0, [jnp.moveaxis(v, 1, 0) for v in (x, dt, B, C)])
-    y = jnp.moveaxis(y, 0, 1)
-    if D is not None:
-        y = y + D[:, None] * x
-    return y.astype(out_dtype), last
+    last, y = lax.scan(step, h0, [jnp.moveaxis(v, 1, 0) for v in (x, dt, a, B, C)])
+    return jnp.moveaxis(y, 0, 1), last
+
+
+def _pallas_why_not(*, segment_ids=None, **inputs):
+    """The kernel's own reasons, after refusing ``segment_ids`` (it has no resets)."""
+    if segment_ids is not None:
+        return "the pallas ssd kernel does not take segment_ids (packed sequences); use backend='xla'"
+    from pallas_kernels.ssd import why_not  # imported only once the kernel module loaded
+
+    return why_not(**inputs)
 
 
 SSD.register("xla", _ssd_xla)
-SSD.register("pallas", "pallas_kernels.ssd:ssd", "pallas_kernels.ssd:why_not")
+SSD.register("pallas", "pallas_kernels.ssd:ssd", _pallas_why_not)
 
 
 def ssd_step(x_t, dt_t, A, B_t, C_t, state, D=None):
@@ -230,7 +254,7 @@ def ssd_step(x_t, dt_t, A, B_t, C_t, state, D=None):
         raise ValueError("state must be an array [batch, heads, head_dim, state], not None")
     out_dtype = jnp.asarray(x_t).dtype
     x_t, dt_t, A, B_t, C_t, D, state = _check(x_t, dt_t, A, B_t, C_t, D, state, ("batch",), "state")
-    state, y = _recur(state, x_t, dt_t, A, B_t, C_t)
+    state, y = _recur(state, x_t, dt_t, dt_t * A, B_t, C_t)
     if D is not None:
         y = y + D[:, None] * x_t
     return y.astype(out_dtype), state

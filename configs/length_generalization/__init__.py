@@ -1,0 +1,1 @@
+"""length_generalization experiment configs (see experiments/length_generalization.py)."""

@@ -1,0 +1,1 @@
+"""lm experiment configs (see experiments/lm.py)."""

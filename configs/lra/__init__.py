@@ -1,0 +1,1 @@
+"""lra experiment configs (see experiments/lra.py)."""

@@ -1,0 +1,1 @@
+"""recall experiment configs (see experiments/recall.py)."""
