@@ -79,6 +79,25 @@ def test_mixer_option_reaches_the_module():
     assert shapes["params"]["block_0"]["mixer"]["A_log"].shape[-1] == 8
 
 
+def test_named_evaluations_and_split_sizes_from_the_command_line():
+    config = configs.get("quickstart")
+    apply_overrides(config, [
+        ("evals.long.task_kwargs.seq_len", "128"), ("evals.long.split", "test"),
+        ("evals.short.num_batches", "full"), ("evals.short.every", "0"),
+        ("evals.whole", "{'split': 'validation', 'num_batches': 2}"), ("data.split_sizes.test", "64"),
+    ])
+    assert config.evals.long.to_dict() == {"task_kwargs": {"seq_len": 128}, "split": "test"}
+    assert type(config.evals.long.task_kwargs.seq_len) is int
+    assert config.evals.short.num_batches == "full" and config.evals.short.every == 0
+    assert config.evals.whole.num_batches == 2 and config.data.split_sizes.test == 64
+    with pytest.raises(ValueError, match=r"an evaluation takes split, .*\(did you mean split\?\)"):
+        apply_overrides(configs.get("quickstart"), [("evals.long.splt", "test")])
+    with pytest.raises(ValueError, match="task 'mqar' has no option 'seq_lenn'.*did you mean seq_len"):
+        apply_overrides(configs.get("quickstart"), [("evals.long.task_kwargs.seq_lenn", "8")])
+    with pytest.raises(ValueError, match="a split is one of train, validation, test"):
+        apply_overrides(configs.get("quickstart"), [("data.split_sizes.tset", "8")])
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -146,10 +146,7 @@ def load_params(workdir: str) -> Tuple[Any, ml_collections.ConfigDict, int]:
         raise ValueError(f"{workdir} holds no config.json: pass the workdir of a run (or WORKDIR/<run>)")
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    run = trainer._prepare(config, workdir)  # the trainer's own restore, so shapes are checked alike
-    restored = trainer._restore(run)
-    run.checkpointer.close()
-    if restored is None:
+    state = trainer.restore_state(config, workdir)  # the trainer's own restore: shapes checked alike
+    if state is None:
         raise ValueError(f"{workdir} has no checkpoint yet; train it first")
-    state = restored[0]
     return state.params, config, int(state.step)

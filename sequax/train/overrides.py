@@ -12,6 +12,12 @@ naming the key, the closest valid key, and the file that documents it::
                  ("model.mixer_kwargs.d_state", "8")]
     apply_overrides(config, overrides)
 
+Named sections take names the config chooses: ``evals.NAME.KEY=VALUE`` adds or
+changes an evaluation (``KEY`` one of ``split``, ``num_batches`` (an int or
+``full``), ``batch_size``, ``every``, or ``task_kwargs.OPTION`` checked against
+the task), ``evals.NAME="{...}"`` sets one whole, and
+``data.split_sizes.SPLIT=N`` fixes a split's size.
+
 Schema keys are applied first, in order, so the mixer and task options are
 checked against the mixer and task the run will use.
 """
@@ -28,7 +34,7 @@ from typing import Any, List, Sequence, Tuple
 
 import ml_collections
 
-from sequax.train.config import FREE_FORM, default_config
+from sequax.train.config import EVAL_ENTRY, FREE_FORM, default_config
 
 SCHEMA_FILE = "sequax/train/config.py"
 _FLAG = re.compile(r"^--?(no)?config\.(.+)$")
@@ -66,10 +72,13 @@ def split_overrides(argv: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[Tuple[str, str]]) -> None:
     """Set each ``(KEY, VALUE text)`` in ``config`` (in place); ``ValueError`` for a misfit."""
-    schema = [(k, v) for k, v in overrides if not _free_form_section(k)]
+    named = [(k, v) for k, v in overrides if k.startswith(_NAMED)]
+    schema = [(k, v) for k, v in overrides if not _free_form_section(k) and not k.startswith(_NAMED)]
     free_form = [(k, v) for k, v in overrides if _free_form_section(k)]
     for key, text in schema:
         _set_schema_key(config, key, text)
+    for key, text in named:
+        _set_named(config, key, text)
     for key, text in free_form:
         if key in FREE_FORM:
             _set_section(config, key, text)
@@ -114,6 +123,54 @@ def _section(config, dotted: str):
     for part in filter(None, dotted.split(".")):
         node = node[part]
     return node
+
+
+# ------------------------------------------------------------------ named sections
+
+_NAMED = ("evals.", "data.split_sizes.")
+_SPLITS = ("train", "validation", "test")
+
+
+def _set_named(config, key: str, text: str) -> None:
+    """``data.split_sizes.SPLIT``, ``evals.NAME``, ``evals.NAME.KEY``, ``evals.NAME.task_kwargs.OPTION``."""
+    with config.unlocked():
+        if key.startswith("data.split_sizes."):
+            split = key[len("data.split_sizes."):]
+            if split not in _SPLITS:
+                raise ValueError(f"{key}: a split is one of {', '.join(_SPLITS)}{_did_you_mean(split, _SPLITS)}")
+            config.data.split_sizes[split] = _parse(text, "int", 0, key)
+            return
+        name, _, entry_key = key[len("evals."):].partition(".")
+        if not name:
+            raise ValueError(f"{key}: name the evaluation, e.g. evals.long.split=test")
+        if not entry_key:
+            value = _parse(text, "dict", {}, key)
+            config.evals[name] = ml_collections.ConfigDict(value)
+            return
+        if name not in config.evals:
+            config.evals[name] = ml_collections.ConfigDict()
+        entry = config.evals[name]
+        if entry_key.startswith("task_kwargs."):
+            option = entry_key[len("task_kwargs."):]
+            _, _, (annotation, default) = _check_option_name(config, f"data.task_kwargs.{option}")
+            if "task_kwargs" not in entry:
+                entry.task_kwargs = ml_collections.ConfigDict()
+            entry.task_kwargs[option] = _parse(text, annotation, default, key)
+            return
+        if entry_key not in EVAL_ENTRY:
+            raise ValueError(
+                f"{key}: an evaluation takes {', '.join(EVAL_ENTRY)}{_did_you_mean(entry_key, EVAL_ENTRY)}; "
+                f"see EVAL_ENTRY in {SCHEMA_FILE}"
+            )
+        if entry_key == "num_batches" and text.strip() == "full":
+            value = "full"
+        elif entry_key == "split":
+            value = text.strip()
+        else:
+            value = _parse(text, "Optional[int]", None, key)
+        if entry_key in entry:
+            del entry[entry_key]
+        entry[entry_key] = value
 
 
 # ------------------------------------------------------------------ mixer and task options

@@ -337,6 +337,20 @@ def _restore(run: _Run) -> Optional[Tuple[TrainState, _LogWindow]]:
     return state, _LogWindow(window.get("sums"), window.get("count", 0))
 
 
+def restore_state(config, workdir: str) -> Optional[TrainState]:
+    """The train state of ``workdir``'s newest intact checkpoint, checked against ``config``; ``None`` if none.
+
+    For reading a trained model back (sampling, evaluation) the way a resumed
+    run would: the same config checks, shapes and shardings; nothing is written.
+    """
+    run = _prepare(config, workdir)
+    try:
+        restored = _restore(run)
+    finally:
+        run.checkpointer.close()
+    return None if restored is None else restored[0]
+
+
 def _fresh_state(run: _Run, init) -> Tuple[TrainState, _LogWindow]:
     """The initial state (``init`` from :func:`step_functions`), placed by :func:`state_shardings`."""
     state = init(run.example, int(run.config.train.seed))

@@ -10,21 +10,10 @@ import pytest
 
 from sequax.train import train_and_evaluate, trainer
 from sequax.train.workdir import WorkdirError, os_error
-from tests.train.test_trainer import tiny_config
+from tests.train.test_trainer import snapshot, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNWRITABLE = "/sys/sequax_test_unwritable"  # no one can create anything there, root included (sysfs)
-
-
-def snapshot(directory):
-    """Every file under ``directory`` with its size and modification time."""
-    out = {}
-    for base, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(base, name)
-            stat = os.stat(path)
-            out[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
-    return out
 
 
 @pytest.fixture(scope="module")

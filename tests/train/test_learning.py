@@ -18,7 +18,7 @@ from sequax.train import train_and_evaluate
 
 # One per family besides attention (the quickstart): the cheapest measured to learn on CPU.
 FAMILY_REPRESENTATIVES = {
-    "linear attention": "mixers/gla",
+    "linear attention": "mixers/linear_attention",
 }
 
 
