@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import flax
 import jax
@@ -397,9 +397,12 @@ def _evaluate(run: _Run, evaluation: Evaluation, eval_step, params, step: int, o
     return results
 
 
+StopWhen = Callable[[int, Dict[str, Dict[str, float]]], bool]
+
+
 def _train_loop(run: _Run, state: TrainState, window: _LogWindow, outputs: _Outputs, train_step,
-                eval_step, end: int, stop: StopSignals) -> _LoopResult:
-    """Steps ``state.step + 1 ... end``; stops early (with a checkpoint) on a signal."""
+                eval_step, end: int, stop: StopSignals, stop_when: Optional[StopWhen] = None) -> _LoopResult:
+    """Steps ``state.step + 1 ... end``; stops early (with a checkpoint) on a signal or ``stop_when``."""
     start = done = int(state.step)
     log_every = max(int(run.config.train.log_every), 1)
     last_train: Dict[str, float] = {}
@@ -425,10 +428,15 @@ def _train_loop(run: _Run, state: TrainState, window: _LogWindow, outputs: _Outp
             outputs.metrics.write(done, {f"train/{k}": v for k, v in last_train.items()})
             outputs.metrics.write(done, {"train/tokens_per_second": tokens_per_second})
             outputs.progress.log(done, last_train, tokens_per_second)
+        evaluated = {}
         for evaluation in run.evaluations:
             if evaluation.due(done, run.num_steps):
-                last_evals[evaluation.name] = _evaluate(run, evaluation, eval_step, state.params, done, outputs)
-        run.checkpointer.save(done, state, _meta(run, state, window), force=done == end)
+                evaluated[evaluation.name] = _evaluate(run, evaluation, eval_step, state.params, done, outputs)
+        last_evals.update(evaluated)
+        early = bool(evaluated) and stop_when is not None and bool(stop_when(done, evaluated))
+        run.checkpointer.save(done, state, _meta(run, state, window), force=done == end or early)
+        if early:
+            break
     if stop.signum is not None and done < end:
         run.checkpointer.save(done, state, _meta(run, state, window), force=True)
         run.checkpointer.close()
@@ -470,13 +478,18 @@ def _summarize(run: _Run, result: _LoopResult, outputs: _Outputs, eval_step) -> 
 # ---------------------------------------------------------------------------- the run
 
 
-def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None) -> Dict[str, Any]:
+def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None,
+                       stop_when: Optional[StopWhen] = None) -> Dict[str, Any]:
     """Train ``config`` in ``workdir``; return the final summary (also in ``metrics.json``) and ``"state"``.
 
     Resumes from the newest intact checkpoint in ``workdir``; a finished
     workdir is left as it is (its summary is returned). ``stop_at_step`` ends
     the run early after that step, with a checkpoint, as a preempted job would
-    (the schedule still follows ``train.num_steps``). SIGINT/SIGTERM end it
+    (the schedule still follows ``train.num_steps``). ``stop_when(step,
+    {evaluation: {"loss": ..., "accuracy": ...}})`` is called after each step
+    that ran evaluations (with those results); when it returns True the run
+    ends there the same way, e.g. ``lambda step, evals: evals["eval"]["accuracy"]
+    >= 0.9`` for "train until solved". SIGINT/SIGTERM end it
     with a checkpoint and :class:`~sequax.train.interrupt.TrainingInterrupted`.
     Bad config values raise ``ValueError``; OS errors on the workdir
     :class:`~sequax.train.workdir.WorkdirError`, each one line.
@@ -485,7 +498,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
     run = _prepare(config, workdir)
     try:
         with StopSignals() as stop:
-            return _run(run, stop_at_step, stop)
+            return _run(run, stop_at_step, stop, stop_when)
     except Exception as error:  # noqa: BLE001 - only OS errors are converted, the rest re-raised
         converted = os_error(error, workdir)
         if converted is None or converted is error:
@@ -493,7 +506,8 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
         raise converted from error
 
 
-def _run(run: _Run, stop_at_step: Optional[int], stop: StopSignals) -> Dict[str, Any]:
+def _run(run: _Run, stop_at_step: Optional[int], stop: StopSignals,
+         stop_when: Optional[StopWhen] = None) -> Dict[str, Any]:
     workdir = run.workdir
     restored = _restore(run)
     if restored is not None and int(restored[0].step) >= run.num_steps:
@@ -519,7 +533,7 @@ def _run(run: _Run, stop_at_step: Optional[int], stop: StopSignals) -> Dict[str,
         outputs = _Outputs(MetricsWriter(workdir, resume_step=start), Progress(start, run.num_steps))
     else:  # process 0 writes the run's files
         outputs = _Outputs(distributed.QuietMetrics(), distributed.QuietProgress())
-    result = _train_loop(run, state, window, outputs, train_step, eval_step, end, stop)
+    result = _train_loop(run, state, window, outputs, train_step, eval_step, end, stop, stop_when)
     outputs.progress.close()
     run.checkpointer.close()
     summary = _summarize(run, result, outputs, eval_step)

@@ -104,6 +104,24 @@ def test_resume_after_interruption_is_exact(tmp_path):
     assert history_without_timing(tmp_path / "killed") == expected_history
 
 
+def test_stop_when_ends_the_run_after_an_evaluation_with_a_checkpoint(tmp_path):
+    config = tiny_config(num_steps=12)
+    config.eval.every = 4
+    calls = []
+
+    def solved(step, evals):
+        calls.append((step, sorted(evals), sorted(evals["eval"])))
+        return step == 8
+
+    stopped = train_and_evaluate(config, str(tmp_path), stop_when=solved)
+    assert calls == [(4, ["eval"], ["accuracy", "loss"]), (8, ["eval"], ["accuracy", "loss"])]
+    assert stopped["step"] == 8 and int(stopped["state"].step) == 8
+    assert stopped["eval_accuracy"] == json.load(open(tmp_path / "metrics.json"))["history"]["eval/accuracy"][-1][1]
+    assert "8" in os.listdir(tmp_path / "checkpoints")
+    finished = train_and_evaluate(config, str(tmp_path))  # the rerun resumes at 8 and trains to the end
+    assert finished["step"] == 12
+
+
 def test_data_parallel_mesh_matches_single_device(tmp_path):
     assert len(jax.devices()) >= 2
     config = tiny_config(num_steps=3)
