@@ -8,7 +8,9 @@ one JSON line per case, written with :func:`emit`.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -87,3 +89,24 @@ def layer_fwd_bwd(mixer: str, length: int, d_model: int = 1024, **mixer_kwargs) 
     ms = time_ms(step, params, x, warmup=1, iters=3 if length >= 262144 else 10)
     return dict(fwd_bwd_ms=ms, us_per_token=ms * 1e3 / length, temp_bytes=temp_bytes(step, params, x),
                 backend=getattr(module, "backend", None))
+
+
+def run_peer(script: str, args, case: str, timeout_s: float):
+    """Run the PyTorch peer ``script`` (a file beside this one) in its own process: its JSON lines,
+    those printed before a timeout, and one ``{"case": case, "error": ...}`` line if it failed."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+    try:
+        done = subprocess.run([sys.executable, path, *args], capture_output=True, text=True, timeout=timeout_s)
+        stdout, error = done.stdout, None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-600:]}"
+    except subprocess.TimeoutExpired as e:
+        stdout = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        error = f"timed out after {timeout_s} s"
+    lines = []
+    for raw in stdout.splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    if error is not None or not lines:
+        lines.append(dict(case=case, error=error or "no output"))
+    return lines

@@ -32,16 +32,13 @@ at 1M tokens (out of memory is reported as a result).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench.common import layer_fwd_bwd, emit, fwd_bwd, run_case, temp_bytes, time_ms
+from experiments.bench.common import emit, fwd_bwd, layer_fwd_bwd, run_case, run_peer, temp_bytes, time_ms
 from sequax.ops import linear_attention as la
 
 SHAPES = ((2, 16384, 16, 128), (8, 2048, 16, 128))  # batch, time, heads, head dim
@@ -145,24 +142,9 @@ def _op_cases(shape, ops, peer_ops):
 
 
 def _peer(shape, ops):
-    """Run ``peers_linear_attention.py`` in its own process (PyTorch); its JSON lines, or one error line."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_linear_attention.py")
-    cmd = [sys.executable, script, "--shape", ",".join(map(str, shape)), "--ops", ",".join(ops)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PEER_TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-        lines = [json.loads(x) for x in (e.stdout or b"").decode(errors="replace").splitlines() if x.startswith("{")]
-        return lines + [dict(case="peer/fla", shape=dict(zip("BTHD", shape)),
-                             error=f"timed out after {PEER_TIMEOUT_S} s")]
-    lines = []
-    for raw in done.stdout.splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:
-            continue
-    if done.returncode != 0 or not lines:
-        lines.append(dict(case="peer/fla", error=f"exit {done.returncode}: {done.stderr[-600:]}"))
-    return lines
+    """``peers_linear_attention.py`` (fla, PyTorch) in its own process: its JSON lines, or an error line."""
+    return run_peer("peers_linear_attention.py", ["--shape", ",".join(map(str, shape)), "--ops", ",".join(ops)],
+                    "peer/fla", PEER_TIMEOUT_S)
 
 
 def _layer_cases(lengths, mixers=("gla", "deltanet")):

@@ -28,16 +28,13 @@ associative path; SSD forward + backward >= 1.0x ``mamba_chunk_scan_combined``
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench.common import layer_fwd_bwd, emit, fwd_bwd, run_case, temp_bytes, time_ms
+from experiments.bench.common import emit, fwd_bwd, layer_fwd_bwd, run_case, run_peer, temp_bytes, time_ms
 from sequax.ops.ssm import selective_scan, ssd
 
 HBM_BYTES_PER_S = 4.3e12
@@ -162,22 +159,9 @@ def _ssd_cases(quick):
 
 
 def _peer_ssd(shape):
-    """Run ``peers_ssm.py`` in its own process (PyTorch); its JSON lines, or one error line."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_ssm.py")
-    cmd = [sys.executable, script, "--ssd", ",".join(map(str, shape)), "--chunk", str(SSD_CHUNK)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PEER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return [dict(case="ssd/peers", error=f"timed out after {PEER_TIMEOUT_S} s")]
-    lines = []
-    for raw in done.stdout.splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:
-            continue
-    if done.returncode != 0 or not lines:
-        lines.append(dict(case="ssd/peers", error=f"exit {done.returncode}: {done.stderr[-600:]}"))
-    return lines
+    """``peers_ssm.py`` (Mamba's Triton kernels, PyTorch) in its own process: its JSON lines, or an error line."""
+    return run_peer("peers_ssm.py", ["--ssd", ",".join(map(str, shape)), "--chunk", str(SSD_CHUNK)],
+                    "ssd/peers", PEER_TIMEOUT_S)
 
 
 def _layer_cases(lengths):

@@ -16,6 +16,7 @@ import pytest
 from pallas_kernels.selective_scan import api, pallas_gpu, pallas_tpu
 from sequax.ops.ssm import selective_scan
 from sequax.ops.ssm.selective import SELECTIVE_SCAN
+from tests.pallas_kernels.compare import assert_close_to_scale as _close
 
 pytestmark = pytest.mark.gpu
 
@@ -67,10 +68,6 @@ def _value_and_grads(backend, x, options):
     return outs, dict(zip(present, grads))
 
 
-def _close(got, want, name, rtol=2e-5):
-    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-    scale = float(np.max(np.abs(want))) + 1e-30
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=name)
 
 
 CASES = {
