@@ -51,3 +51,20 @@ def mixer_model(mixer: str, max_len: int) -> dict:
     options, lr = MIXERS[mixer]
     options = {k: (max_len if v == "MAX_LEN" else v) for k, v in options.items()}
     return {"model": {"mixer": mixer, "mixer_kwargs": options}, "optimizer": {"learning_rate": lr}}
+
+
+EVAL_EXAMPLES = 128  # sequences per length evaluation
+
+
+def eval_batch(length: int) -> int:
+    """Sequences per evaluation batch: fewer as they grow (attention's scores are length^2)."""
+    return max(2, min(32, 65536 // length))
+
+
+def length_evals(lengths, every) -> dict:
+    """``{"len_<L>": evaluation}`` of ``EVAL_EXAMPLES`` sequences at each length; ``every(L)``: its period."""
+    return {
+        f"len_{n}": {"task_kwargs": {"seq_len": n}, "batch_size": eval_batch(n),
+                     "num_batches": EVAL_EXAMPLES // eval_batch(n), "every": every(n)}
+        for n in lengths
+    }

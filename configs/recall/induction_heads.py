@@ -11,18 +11,11 @@ run. Published: Mamba extrapolates to 2^20 tokens (4000x) at 100%; attention wit
 beyond about 2x. Target here: Mamba >= 95% at 4096. Budget: 10,000 steps of batch 32.
 """
 
-from configs.recall._mixers import mixer_model, mixer_names
+from configs.recall._mixers import length_evals, mixer_model, mixer_names
 from sequax.train.config import default_config
 
 TRAIN_LEN = 256
 EVAL_LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384)
-
-EVAL_EXAMPLES = 128
-
-
-def eval_batch(length: int) -> int:
-    """Sequences per evaluation batch: fewer as they grow (attention's scores are length^2)."""
-    return max(2, min(32, 65536 // length))
 
 
 def get_config(arg: str = "mamba"):
@@ -39,10 +32,6 @@ def get_config(arg: str = "mamba"):
     c.optimizer.warmup_steps = 500
     c.eval.every = 2000
     c.checkpoint.every = 2000
-    c.evals = {
-        f"len_{n}": {"task_kwargs": {"seq_len": n}, "batch_size": eval_batch(n),
-                     "num_batches": EVAL_EXAMPLES // eval_batch(n), "every": 2000 if n <= 1024 else 0}
-        for n in EVAL_LENGTHS
-    }
+    c.evals = length_evals(EVAL_LENGTHS, every=lambda n: 2000 if n <= 1024 else 0)
     c.experiment.runs = {m: mixer_model(m, max(EVAL_LENGTHS)) for m in mixer_names(arg)}
     return c

@@ -9,18 +9,11 @@ Trained at 1024 tokens; evaluations ``len_<L>`` at L = 1K ... 16K score all five
 (exact match). ``accuracy_vs_length.png`` draws them per run. Budget: 4,000 steps of batch 32.
 """
 
-from configs.recall._mixers import mixer_model, mixer_names
+from configs.recall._mixers import length_evals, mixer_model, mixer_names
 from sequax.train.config import default_config
 
 TRAIN_LEN = 1024
 EVAL_LENGTHS = (1024, 2048, 4096, 8192, 16384)
-
-EVAL_EXAMPLES = 128
-
-
-def eval_batch(length: int) -> int:
-    """Sequences per evaluation batch: fewer as they grow (attention's scores are length^2)."""
-    return max(2, min(32, 65536 // length))
 
 
 def get_config(arg: str = "attention,mamba"):
@@ -37,10 +30,6 @@ def get_config(arg: str = "attention,mamba"):
     c.optimizer.warmup_steps = 200
     c.eval.every = 1000
     c.checkpoint.every = 1000
-    c.evals = {
-        f"len_{n}": {"task_kwargs": {"seq_len": n}, "batch_size": eval_batch(n),
-                     "num_batches": EVAL_EXAMPLES // eval_batch(n), "every": 1000 if n == TRAIN_LEN else 0}
-        for n in EVAL_LENGTHS
-    }
+    c.evals = length_evals(EVAL_LENGTHS, every=lambda n: 1000 if n == TRAIN_LEN else 0)
     c.experiment.runs = {m: mixer_model(m, max(EVAL_LENGTHS)) for m in mixer_names(arg)}
     return c

@@ -156,6 +156,15 @@ def test_split_sequence_continues_the_state():
     _close(state, last, "final state")
 
 
+def _lowering_arrays(b, l, g, c, n, dtype):
+    """Zero inputs of every option for the lowering tests: ``(seq, arrays)``."""
+    seq = jnp.zeros((b, l, g, c), dtype)
+    arrays = dict(u=seq, delta=seq, z=seq, A=jnp.zeros((g, c, n)), B=jnp.zeros((b, l, g, n)),
+                  C=jnp.zeros((b, l, g, n)), D=jnp.zeros((g, c)), bias=jnp.zeros((g, c)),
+                  keep=jnp.zeros((b, l)), h0=jnp.zeros((b, g, c, n)))
+    return seq, arrays
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_gpu_kernels_lower_to_triton(dtype):
     """Forward and backward kernels at the benchmark's tile sizes lower to Triton on a CPU."""
@@ -163,10 +172,7 @@ def test_gpu_kernels_lower_to_triton(dtype):
                             has_z=True, has_D=True, has_bias=True, softplus=True, has_keep=True,
                             has_h0=True, num_warps=4)
     b, l, g, c, n = 2, cfg.length, 1, cfg.cpg, cfg.state
-    seq = jnp.zeros((b, l, g, c), dtype)
-    arrays = dict(u=seq, delta=seq, z=seq, A=jnp.zeros((g, c, n)), B=jnp.zeros((b, l, g, n)),
-                  C=jnp.zeros((b, l, g, n)), D=jnp.zeros((g, c)), bias=jnp.zeros((g, c)),
-                  keep=jnp.zeros((b, l)), h0=jnp.zeros((b, g, c, n)))
+    seq, arrays = _lowering_arrays(b, l, g, c, n, dtype)
     fwd = functools.partial(pallas_gpu.forward, cfg=cfg, save_bounds=True, return_final=True, interpret=False)
     jax.jit(fwd).trace(arrays).lower(lowering_platforms=("cuda",))
     bounds = jnp.zeros((b, cfg.chunks, g, c, n))
@@ -181,10 +187,7 @@ def test_tpu_kernels_lower_to_mosaic(dtype):
                             has_z=True, has_D=True, has_bias=True, softplus=True, has_keep=True,
                             has_h0=True, num_warps=1)
     b, l, g, c, n = 2, cfg.length, 2, cfg.cpg, cfg.state
-    seq = jnp.zeros((b, l, g, c), dtype)
-    arrays = dict(u=seq, delta=seq, z=seq, A=jnp.zeros((g, c, n)), B=jnp.zeros((b, l, g, n)),
-                  C=jnp.zeros((b, l, g, n)), D=jnp.zeros((g, c)), bias=jnp.zeros((g, c)),
-                  keep=jnp.zeros((b, l)), h0=jnp.zeros((b, g, c, n)))
+    seq, arrays = _lowering_arrays(b, l, g, c, n, dtype)
     fwd = functools.partial(pallas_tpu.forward, cfg=cfg, save_bounds=True, return_final=True)
     jax.jit(fwd).trace(arrays).lower(lowering_platforms=("tpu",))
     bounds = jnp.zeros((b, l // cfg.time, g, n, c))
