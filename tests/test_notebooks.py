@@ -22,6 +22,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("SEQUAX_NOTEBOOK_STEPS", "20")

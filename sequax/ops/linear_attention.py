@@ -505,9 +505,10 @@ def _run_gated(q, k, v, g, step, **kwargs):
 # and "pallas" (pallas_kernels.linear_attention: the chunked form with the
 # intra-chunk work on tensor cores). The gated kernel serves linear attention,
 # retention and GLA alike: it takes the per-token log gate ``g`` ``[B, T, H, 1 or dk]``.
-# auto stays on the pure-JAX path until the kernels have been measured on a GPU (BENCHMARKS.md);
-# backend="pallas" selects them.
-_AUTO = {"gpu": ("xla",), "tpu": ("xla",)}
+# auto takes the kernels on NVIDIA GPUs, where every op measured faster than the chunked
+# pure-JAX path with a fraction of its memory (BENCHMARKS.md, 2026-12-02); TPUs keep the pure-JAX
+# path until the Mosaic kernels have been measured there.
+_AUTO = {"gpu": ("pallas", "xla"), "tpu": ("xla",)}
 LINEAR_ATTENTION = BackendTable("linear_attention", _AUTO)
 RETENTION = BackendTable("retention", _AUTO)
 GLA = BackendTable("gla", _AUTO)

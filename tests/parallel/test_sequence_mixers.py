@@ -14,7 +14,8 @@ import pytest
 from sequax import mixers
 from sequax.ops import linear_attention as la_ops
 from sequax.parallel import sequence
-from sequax.parallel.context import sequence_parallel_for, use_sequence_parallel
+from sequax.parallel import context as parallel_context
+from sequax.parallel.context import sequence_parallel_for, use_layout, use_sequence_parallel
 from sequax.parallel.mesh import make_mesh
 
 SPLIT = sequence_parallel_for(make_mesh(dict(data=2, fsdp=1, tensor=1, sequence=4)))
@@ -142,3 +143,14 @@ def test_doubling_prefix_equals_all_gather():
     kinds = {p for p, _, _ in sequence.collectives(
         lambda *a: sequence.gla(*a, split=SPLIT, method="doubling"), q, k, v, g)}
     assert kinds == {"ppermute"}
+
+
+def test_a_mesh_that_does_not_split_the_sequence_takes_the_single_device_path():
+    """At mesh.sequence = 1 no sequence-parallel code runs (its overhead there is zero by
+    construction; BENCHMARKS.md times the split code forced onto one device)."""
+    for sizes in (dict(data=8, fsdp=1, tensor=1, sequence=1), dict(data=2, fsdp=2, tensor=2, sequence=1)):
+        assert sequence_parallel_for(make_mesh(sizes)) is None
+        with use_layout(make_mesh(sizes)):  # as the trainer traces its step
+            assert parallel_context.sequence_parallel() is None
+    assert sequence_parallel_for(None) is None
+    assert sequence_parallel_for(make_mesh(dict(data=4, fsdp=1, tensor=1, sequence=2))) is not None

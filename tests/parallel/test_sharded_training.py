@@ -71,6 +71,7 @@ def two_processes(workdir, num_steps, kill_at=None):
     return [p.returncode for p in procs], outputs
 
 
+@pytest.mark.slow
 def test_two_processes_train_are_killed_and_resume(tmp_path):
     workdir = tmp_path / "two"
     codes, outputs = two_processes(workdir, 7, kill_at=5)
