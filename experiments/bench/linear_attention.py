@@ -3,7 +3,8 @@ chunked path and flash-linear-attention (a PyTorch peer in its own process), plu
 DeltaNet layer up to 1M tokens.
 
 One JSON line per case (``experiments.bench.common``); every ratio is taken against an anchor
-measured in the same run. ``python -m experiments.bench.linear_attention [--quick | --sweep]``.
+measured in the same run. ``python -m experiments.bench.linear_attention [--quick | --sweep | --stages]`` (``--stages``: each
+kernel launch of GLA and retention timed alone, to see where the vector gates' time goes).
 
 Ops and their fla peers: ``gla`` (``chunk_gla``), ``retention`` (``chunk_simple_gla``),
 ``linear_attention`` (``chunk_linear_attn``, ``normalize=False``), ``delta_rule``
@@ -188,6 +189,51 @@ def sweep(ops=("gla", "retention", "delta_rule")):
                 row, lambda: _measure(_op(op, "pallas", None), args, iters=5)), **row)
 
 
+def stages(ops=("gla", "retention"), shape=SHAPES[0]):
+    """Each launch of the gated kernels timed alone at ``shape``, beside the whole op in the same run:
+    where GLA's (vector-gate) time goes against retention's (scalar gates). One line per op."""
+    from pallas_kernels.linear_attention import api, pallas_gpu
+
+    def measure(op):
+        q, k, v, g = _inputs(op, *shape)
+        full = _measure(_op(op, "pallas", None), (q, k, v, g), iters=5)
+        if g.ndim == 1:  # retention: one decay per head
+            g = jnp.broadcast_to(g, shape[:3])
+        q, k, v, h0, seg, padded, pk, pv = api._prepare(q, k, v, None, None, CHUNK)
+        assert seg is None and padded == shape[1] and (pk, pv) == shape[3:] * 2
+        g = jnp.maximum(g, api.LOG_GATE_FLOOR)
+        cfg = api._config(pk**-0.5, CHUNK, pk, pv)
+        do = jax.random.normal(jax.random.PRNGKey(1), v.shape, jnp.float32).astype(v.dtype)
+        state_fwd = jax.jit(lambda k, v, g, h0: api._gated_states(k, v, g, None, h0, cfg))
+        output_fwd = jax.jit(lambda q, k, v, b, h: api._gated_output(q, k, v, b, None, h, cfg, True))
+        state_bwd = jax.jit(lambda q, do, b, df: pallas_gpu.state_bwd(
+            q, do, b, None, df, scale=cfg.scale, chunk=cfg.chunk, bk=cfg.state_bk, bv=cfg.state_bv,
+            warps=cfg.warps_state, stages=cfg.stages_state, interpret=cfg.interpret))
+        grads = jax.jit(lambda q, k, v, b, h, dh, scores, do: pallas_gpu.grads(
+            q, k, v, b, None, h, dh, scores, do, scale=cfg.scale, chunk=cfg.chunk, sub=cfg.sub, bk=cfg.bk,
+            bv=cfg.bv, warps=cfg.warps, g_dtype=g.dtype, interpret=cfg.interpret))
+        h, b, final = state_fwd(k, v, g, h0)
+        _, scores = output_fwd(q, k, v, b, h)
+        dh, _ = state_bwd(q, do, b, jnp.zeros_like(final))
+        r = dict(op_fwd_ms=full["fwd_ms"], op_fwd_bwd_ms=full["fwd_bwd_ms"],
+                 state_fwd_ms=time_ms(state_fwd, k, v, g, h0, iters=5),
+                 output_fwd_ms=time_ms(output_fwd, q, k, v, b, h, iters=5),
+                 state_bwd_ms=time_ms(state_bwd, q, do, b, jnp.zeros_like(final), iters=5),
+                 grads_ms=time_ms(grads, q, k, v, b, h, dh, scores, do, iters=5))
+        r["launches_fwd_bwd_ms"] = 2 * r["state_fwd_ms"] + r["output_fwd_ms"] + r["state_bwd_ms"] + r["grads_ms"]
+        return r
+
+    for op in ops:
+        run_case(f"stages/{op}", lambda op=op: measure(op), shape=dict(zip("BTHD", shape)), dtype="bfloat16",
+                 chunk=CHUNK, block_sizes=_table_row())
+
+
+def _table_row():
+    from pallas_kernels.linear_attention.block_sizes import block_sizes
+
+    return block_sizes()
+
+
 def run(quick: bool) -> None:
     """All cases. ``quick``: the long shape with GLA's and DeltaNet's peers, layers at 16K and 1M."""
     emit(case="linear_attention/setup", device=jax.devices()[0].device_kind, jax=jax.__version__, quick=quick)
@@ -203,5 +249,7 @@ def run(quick: bool) -> None:
 if __name__ == "__main__":
     if "--sweep" in sys.argv:
         sweep()
+    elif "--stages" in sys.argv:
+        stages()
     else:
         run(quick="--quick" in sys.argv)
