@@ -3,8 +3,9 @@ chunked path and flash-linear-attention (a PyTorch peer in its own process), plu
 DeltaNet layer up to 1M tokens.
 
 One JSON line per case (``experiments.bench.common``); every ratio is taken against an anchor
-measured in the same run. ``python -m experiments.bench.linear_attention [--quick | --sweep | --stages]`` (``--stages``: each
-kernel launch of GLA and retention timed alone, to see where the vector gates' time goes).
+measured in the same run. ``python -m experiments.bench.linear_attention [--quick | --sweep |
+--stages]`` (``--stages``: each kernel launch of GLA and retention timed alone, to see where the
+vector gates' time goes).
 
 Ops and their fla peers: ``gla`` (``chunk_gla``), ``retention`` (``chunk_simple_gla``),
 ``linear_attention`` (``chunk_linear_attn``, ``normalize=False``), ``delta_rule``
@@ -193,6 +194,7 @@ def stages(ops=("gla", "retention"), shape=SHAPES[0]):
     """Each launch of the gated kernels timed alone at ``shape``, beside the whole op in the same run:
     where GLA's (vector-gate) time goes against retention's (scalar gates). One line per op."""
     from pallas_kernels.linear_attention import api, pallas_gpu
+    from pallas_kernels.linear_attention.block_sizes import block_sizes
 
     def measure(op):
         q, k, v, g = _inputs(op, *shape)
@@ -214,24 +216,19 @@ def stages(ops=("gla", "retention"), shape=SHAPES[0]):
             bv=cfg.bv, warps=cfg.warps, g_dtype=g.dtype, interpret=cfg.interpret))
         h, b, final = state_fwd(k, v, g, h0)
         _, scores = output_fwd(q, k, v, b, h)
-        dh, _ = state_bwd(q, do, b, jnp.zeros_like(final))
+        dfinal = jnp.zeros_like(final)
+        dh, _ = state_bwd(q, do, b, dfinal)
         r = dict(op_fwd_ms=full["fwd_ms"], op_fwd_bwd_ms=full["fwd_bwd_ms"],
                  state_fwd_ms=time_ms(state_fwd, k, v, g, h0, iters=5),
                  output_fwd_ms=time_ms(output_fwd, q, k, v, b, h, iters=5),
-                 state_bwd_ms=time_ms(state_bwd, q, do, b, jnp.zeros_like(final), iters=5),
+                 state_bwd_ms=time_ms(state_bwd, q, do, b, dfinal, iters=5),
                  grads_ms=time_ms(grads, q, k, v, b, h, dh, scores, do, iters=5))
         r["launches_fwd_bwd_ms"] = 2 * r["state_fwd_ms"] + r["output_fwd_ms"] + r["state_bwd_ms"] + r["grads_ms"]
         return r
 
     for op in ops:
         run_case(f"stages/{op}", lambda op=op: measure(op), shape=dict(zip("BTHD", shape)), dtype="bfloat16",
-                 chunk=CHUNK, block_sizes=_table_row())
-
-
-def _table_row():
-    from pallas_kernels.linear_attention.block_sizes import block_sizes
-
-    return block_sizes()
+                 chunk=CHUNK, block_sizes=block_sizes())
 
 
 def run(quick: bool) -> None:

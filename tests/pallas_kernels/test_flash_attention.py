@@ -64,12 +64,6 @@ CASES = {
 }
 
 
-def _compile(fn, *args):
-    """jit + compile; interpreted kernels compile much faster without XLA's CPU optimisations."""
-    lowered = jax.jit(fn).lower(*args)
-    return lowered.compile({"xla_backend_optimization_level": 0} if ON_CPU else None)
-
-
 def _value_and_grads(backend, opts):
     def loss(q, k, v):
         o, lse = attention(q, k, v, backend=backend, return_lse=True, **opts)
@@ -81,7 +75,7 @@ def _value_and_grads(backend, opts):
 
 
 def _run(backend, opts, q, k, v):
-    return _compile(_value_and_grads(backend, opts), q, k, v)(q, k, v)
+    return jax.jit(_value_and_grads(backend, opts))(q, k, v)
 
 
 def _reference(opts, q, k, v):
@@ -144,7 +138,7 @@ def test_lse_merges_split_keys_like_ring_attention():
                            backend="pallas") for s in (slice(0, half), slice(half, None))]
         return combine_attention(*parts[0], *parts[1])
 
-    out, lse = _compile(split, Q, k, v)(Q, k, v)
+    out, lse = jax.jit(split)(Q, k, v)
     ref, ref_lse = attention(Q, k, v, causal=True, return_lse=True, backend="xla")
     np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(lse, ref_lse, rtol=2e-5, atol=2e-5)
@@ -296,7 +290,7 @@ def test_tpu_kernels_interpreted_match_reference(case):
         weights = jnp.cos(jnp.arange(o.shape[-1], dtype=jnp.float32))
         return jnp.sum(jnp.sin(o) * weights) + 0.3 * jnp.sum(finite), (o, lse)
 
-    (gq, gk, gv), (out, lse) = _compile(jax.grad(loss, argnums=(0, 1, 2), has_aux=True), Q, k, v)(Q, k, v)
+    (gq, gk, gv), (out, lse) = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(Q, k, v)
     (rq, rk, rv), (ref, ref_lse) = _reference(opts, Q, k, v)
     np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5)
     finite = np.isfinite(ref_lse)

@@ -68,8 +68,6 @@ def _value_and_grads(backend, x, options):
     return outs, dict(zip(present, grads))
 
 
-
-
 CASES = {
     # every option, groups, masked channel block (20 of 16+16), padded state 5 -> 16, ragged length
     "everything": (dict(batch=2, length=19, channels=40, state=5, groups=2),

@@ -64,8 +64,6 @@ def _value_and_grads(backend, x, return_state):
     return outs, dict(zip(present, grads))
 
 
-
-
 CASES = {
     # ragged length (3 chunks of 16, the last with 5 rows), 2 groups, D, state in and out
     "everything": (dict(batch=2, length=37, heads=4, head_dim=16, groups=2, state=16),

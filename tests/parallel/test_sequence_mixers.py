@@ -24,8 +24,6 @@ RNG = np.random.default_rng(0)
 X = jnp.asarray(RNG.normal(size=(B, L, D)), jnp.float32)
 # Boundaries at 4 (a shard edge), 7 (inside a shard) and 12 (an edge); segment 1 comes back.
 SEGMENTS = jnp.asarray(np.repeat([[0, 1, 2, 1], [0, 0, 3, 3]], [4, 3, 5, 4], axis=1), jnp.int32)
-# Small programs compile about twice as fast unoptimised; these tests check values, not speed.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 CASES = {  # mixer -> (options, honours segment_ids)
     "gla": (dict(num_heads=2, chunk_size=4), True),
@@ -57,8 +55,7 @@ def loss_fn(module, segment_ids, split):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sequence_parallel_mixer_matches_single_device(name):
     module, params, segment_ids = build(name)
-    both = jax.jit(lambda p, x: (loss_fn(module, segment_ids, None)(p, x), loss_fn(module, segment_ids, SPLIT)(p, x)),
-                   compiler_options=FAST_COMPILE)
+    both = jax.jit(lambda p, x: (loss_fn(module, segment_ids, None)(p, x), loss_fn(module, segment_ids, SPLIT)(p, x)))
     ((_, want), want_grads), ((_, got), got_grads) = both(params, X)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
     for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got_grads)[0], jax.tree_util.tree_leaves(want_grads)):
@@ -137,7 +134,7 @@ def test_doubling_prefix_equals_all_gather():
     q, k, v = (jnp.asarray(RNG.normal(size=(B, L, 2, 4)), jnp.float32) for _ in range(3))
     g = jax.nn.log_sigmoid(jnp.asarray(RNG.normal(size=(B, L, 2, 4)), jnp.float32))
     both = jax.jit(lambda *a: (sequence.gla(*a, segment_ids=SEGMENTS, split=SPLIT, method="doubling"),
-                               la_ops.gla(*a, segment_ids=SEGMENTS)), compiler_options=FAST_COMPILE)
+                               la_ops.gla(*a, segment_ids=SEGMENTS)))
     got, want = both(q, k, v, g)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
     kinds = {p for p, _, _ in sequence.collectives(
