@@ -158,7 +158,9 @@ def _layer_cases(lengths, mixers=("gla", "deltanet")):
 
 
 # Block-size rows for the Triton kernels (``sweep``): overrides of the device's table row.
-SWEEP = [dict(warps=w, bk=bk, state_bk=sb, state_bv=sb, delta_bv=dbv, delta_bk=dbk, stages_state=st)
+# ``bk``/``warps`` stand for the vector-gate tiles (``vector_bk``/``vector_warps``) too.
+SWEEP = [dict(warps=w, bk=bk, vector_warps=w, vector_bk=bk, state_bk=sb, state_bv=sb, delta_bv=dbv, delta_bk=dbk,
+              stages_state=st)
          for w, bk, sb, dbv, dbk, st in
          [(8, 32, 64, 32, 128, 2), (4, 32, 64, 32, 128, 2), (8, 64, 64, 32, 128, 2), (4, 64, 64, 32, 64, 2),
           (8, 32, 32, 16, 128, 2), (8, 32, 64, 64, 128, 2), (8, 32, 64, 32, 128, 1), (8, 32, 64, 32, 128, 3),
@@ -204,7 +206,7 @@ def stages(ops=("gla", "retention"), shape=SHAPES[0]):
         q, k, v, h0, seg, padded, pk, pv = api._prepare(q, k, v, None, None, CHUNK)
         assert seg is None and padded == shape[1] and (pk, pv) == shape[3:] * 2
         g = jnp.maximum(g, api.LOG_GATE_FLOOR)
-        cfg = api._config(pk**-0.5, CHUNK, pk, pv)
+        cfg = api._config(pk**-0.5, CHUNK, pk, pv, vector_gates=g.ndim == 4)
         do = jax.random.normal(jax.random.PRNGKey(1), v.shape, jnp.float32).astype(v.dtype)
         state_fwd = jax.jit(lambda k, v, g, h0: api._gated_states(k, v, g, None, h0, cfg))
         output_fwd = jax.jit(lambda q, k, v, b, h: api._gated_output(q, k, v, b, None, h, cfg, True))

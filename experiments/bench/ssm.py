@@ -212,6 +212,40 @@ def sweep():
             ssd_table, row, lambda: _measure(_ssd("pallas"), ssd_args, tuple(range(6)), 1, iters=5)), **row)
 
 
+SPLIT_SWEEP = [dict(split_below=p, split_programs=p, min_piece=m) for p, m in  # cut below p programs, up to p
+               [(0, 256), (4096, 256), (8192, 256), (16384, 128), (32768, 128)]]
+
+
+def split_sweep():
+    """The selective scan with its sequence cut into pieces (``split_*``, ``min_piece``) at
+    the main shape (float32 and bf16) and at B1 L16K, beside the associative path in the same run;
+    then one Mamba layer at 16K and 1M tokens without and with the cut."""
+    from pallas_kernels.selective_scan import block_sizes as scan_table
+
+    for shape, dtype in ((SCAN_SHAPE, jnp.float32), (SCAN_SHAPE, jnp.bfloat16), (LONG_SCAN_SHAPE, jnp.float32)):
+        args, minimal = _scan_inputs(*shape, dtype), _scan_bytes(*shape, dtype)
+        info = dict(shape=dict(zip("BLDN", shape)), dtype=jnp.dtype(dtype).name)
+        kept = {}
+        run_case("split/associative", lambda args=args, minimal=minimal, kept=kept: kept.setdefault("r", _measure(
+            _scan("xla", "associative"), args, tuple(range(8)), minimal, iters=5)), **info)
+        anchor = kept.get("r")
+        for row in SPLIT_SWEEP if dtype == jnp.float32 else SPLIT_SWEEP[::2]:
+            def measure(row=row, args=args, minimal=minimal, anchor=anchor):
+                r = _with_table(scan_table, row, lambda: _measure(_scan("pallas", None), args, tuple(range(8)),
+                                                                   minimal, iters=5))
+                if anchor and "fwd_ms" in anchor:
+                    for k in ("fwd_ms", "fwd_bwd_ms"):
+                        r[f"{k[:-3]}_speedup_vs_associative"] = anchor[k] / r[k]
+                return r
+
+            run_case("split/pallas", measure, **info, **row)
+    for length in (LAYER_LENGTHS[0], LAYER_LENGTHS[-1]):
+        for row in (SPLIT_SWEEP[0], SPLIT_SWEEP[2], SPLIT_SWEEP[4]):
+            run_case("split/layer_mamba", lambda row=row, length=length: _with_table(
+                scan_table, row, lambda: layer_fwd_bwd("mamba", length)), length=length, d_model=1024, batch=1,
+                dtype="bfloat16", **row)
+
+
 def run(quick: bool) -> None:
     """All cases (``quick``: float32 and bf16 scans at the main shape, SSD, layers at 16K and 1M)."""
     emit(case="ssm/setup", device=jax.devices()[0].device_kind, jax=jax.__version__, quick=quick,
@@ -226,5 +260,7 @@ def run(quick: bool) -> None:
 if __name__ == "__main__":
     if "--sweep" in sys.argv:
         sweep()
+    elif "--split" in sys.argv:
+        split_sweep()
     else:
         run(quick="--quick" in sys.argv)

@@ -119,13 +119,15 @@ class _Config:
     interpret: bool
 
 
-def _config(scale, chunk, dk, dv):
+def _config(scale, chunk, dk, dv, vector_gates=False):
+    """The kernels' static configuration; ``vector_gates`` (GLA) takes the table's ``vector_*`` tiles."""
     t = block_sizes()
+    bk, warps = (t["vector_bk"], t["vector_warps"]) if vector_gates else (t["bk"], t["warps"])
     return _Config(
-        scale=float(scale), chunk=chunk, sub=min(t["sub"], chunk // 2), bk=min(t["bk"], dk),
+        scale=float(scale), chunk=chunk, sub=min(t["sub"], chunk // 2), bk=min(bk, dk),
         delta_bk=min(t["delta_bk"], dk), bv=min(t["bv"], dv),
         state_bk=min(t["state_bk"], dk), state_bv=min(t["state_bv"], dv), delta_bv=min(t["delta_bv"], dv),
-        warps=t["warps"], warps_state=t["warps_state"], stages_state=t["stages_state"], platform=_platform(),
+        warps=warps, warps_state=t["warps_state"], stages_state=t["stages_state"], platform=_platform(),
         interpret=_interpret(),
     )
 
@@ -263,7 +265,7 @@ def gated(q, k, v, g, *, scale=None, initial_state=None, segment_ids=None, mode=
     q, k, v, h0, seg, padded, pk, pv = _prepare(q, k, v, initial_state, segment_ids, chunk_size)
     g = jnp.maximum(jnp.asarray(g), LOG_GATE_FLOOR)
     g = _pad_to(g[..., 0], padded) if g.shape[-1] == 1 else _pad_to(g, padded, pk)  # scalar: [B, T, H]
-    cfg = _config(dk**-0.5 if scale is None else scale, chunk_size, pk, pv)
+    cfg = _config(dk**-0.5 if scale is None else scale, chunk_size, pk, pv, vector_gates=g.ndim == 4)
     o, final = _gated(q, k, v, g, seg, h0, cfg)
     return o[:, :time, :, :dv].astype(out_dtype), final[:, :, :dk, :dv]
 

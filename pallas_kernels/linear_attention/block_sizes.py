@@ -8,6 +8,11 @@ Keys (GPU kernels):
   split: ``k S`` contracts over it).
 - ``bk``, ``bv``: feature tiles of the chunk-parallel gated kernels (loops over
   feature blocks inside one program per chunk); ``delta_bk``: the delta rule's.
+- ``vector_bk``, ``vector_warps``: ``bk`` and ``warps`` of the chunk-parallel
+  kernels for vector gates (GLA), whose per-feature decays make them costlier
+  than the scalar-gate ones (H200: 64 and 4 cut GLA's forward + backward from
+  20.2 to 13.7 ms at B2 T16384 H16 D128 in ``python -m
+  experiments.bench.linear_attention --sweep``, 2026-12-02).
 - ``sub``: GLA's secondary chunk (diagonal blocks of the intra-chunk scores).
 - ``warps_state``, ``stages_state``: Triton launch parameters of the sequential
   kernels (``stages`` > 1 pipelines the next chunk's loads); ``warps``: of the
@@ -24,12 +29,12 @@ import jax
 
 TABLE = {
     "nvidia h200": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
-                        stages_state=2),
+                        stages_state=2, vector_bk=64, vector_warps=4),
     "nvidia h100": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
                         stages_state=2),
     "tpu": dict(tpu_bv=128),
     "default": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, sub=16, warps=8,
-                    warps_state=4, stages_state=2, tpu_bv=128),
+                    warps_state=4, stages_state=2, vector_bk=32, vector_warps=8, tpu_bv=128),
 }
 
 

@@ -78,6 +78,79 @@ def _config(batch, length, groups, cpg, state, flags):
     )
 
 
+def _pieces(batch, groups, cpg, length, cfg):
+    """How many pieces to cut the sequence into (1: none; see :func:`_split_scan`)."""
+    bs = block_sizes()
+    programs = batch * groups * -(-cpg // cfg.channels)
+    if _kernel_platform() == "tpu" or programs >= bs["split_below"]:
+        return 1
+    return max(1, min(-(-bs["split_programs"] // programs), length // bs["min_piece"]))
+
+
+def _split_scan(arrays, flags, batch, length, groups, cpg, n, pieces):
+    """The scan with the sequence cut into ``pieces`` scanned side by side: ``(y, final)``.
+
+    The kernel walks the sequence sequentially in one program per (batch row, channel block);
+    when those are too few to fill the GPU, each piece becomes a batch row of its own:
+
+    1. scan every piece from a zero state: its final state ``F_c``;
+    2. ``P_c`` = the piece's total decay ``exp(A sum_t delta_t)`` (0 if a segment starts in
+       it), and the state entering piece ``c`` is ``h_c = P_{c-1} h_{c-1} + F_{c-1}`` (an
+       associative scan over the pieces, ``h_0`` the initial state);
+    3. scan every piece again from ``h_c``: the outputs.
+
+    Twice the kernel work with ``pieces`` times the parallelism; JAX differentiates the
+    composition (each kernel call has its own VJP). The sequence is padded to whole pieces
+    with steps that leave the state as it is (``delta`` = 0 after bias and softplus).
+    """
+    piece = -(-length // pieces)
+    piece = -(-piece // block_sizes()["time"]) * block_sizes()["time"]
+    pieces = -(-length // piece)
+    pad = pieces * piece - length
+    arrays = dict(arrays)
+    if flags["has_bias"] and not flags["softplus"]:
+        # fold the bias in, so padding with delta = 0 is exact
+        arrays["delta"] = arrays["delta"].astype(jnp.float32) + arrays.pop("bias")
+        flags = dict(flags, has_bias=False)
+    delta_pad = float("-inf") if flags["softplus"] else 0.0
+    h0 = arrays.pop("h0", None)
+
+    def cut(x, value=0.0):  # [b, l, ...] -> [b * pieces, piece, ...]
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=value)
+        return x.reshape((batch * pieces, piece) + x.shape[2:])
+
+    parts = {k: (cut(v, delta_pad if k == "delta" else 1.0 if k == "keep" else 0.0)
+                 if k in ("u", "delta", "z", "B", "C", "keep") else v) for k, v in arrays.items()}
+    part_flags = dict(flags, has_h0=False)
+    cfg = _config(batch * pieces, piece, groups, cpg, n, part_flags)
+    _, ends = _scan(parts, cfg, True)  # [b * pieces, g, cpg, n]: each piece from zero
+
+    delta = parts["delta"].astype(jnp.float32)
+    if flags["has_bias"]:
+        delta = delta + parts["bias"]
+    if flags["softplus"]:
+        delta = jax.nn.softplus(delta)
+    total = jnp.sum(delta, axis=1).reshape(batch, pieces, groups, cpg, 1)
+    decay = jnp.exp(arrays["A"] * total)  # [b, pieces, g, cpg, n]
+    if flags["has_keep"]:
+        unbroken = jnp.min(parts["keep"], axis=1).reshape(batch, pieces, 1, 1, 1)
+        decay = decay * unbroken
+    ends = ends.reshape(batch, pieces, groups, cpg, n)
+
+    def combine(a, b):  # a: the earlier run of pieces
+        return a[0] * b[0], b[0] * a[1] + b[1]
+
+    decays, states = jax.lax.associative_scan(combine, (decay, ends), axis=1)  # from a zero start
+    if h0 is not None:
+        states = states + decays * h0[:, None]
+    start = jnp.zeros_like(states[:, :1]) if h0 is None else h0[:, None]
+    entering = jnp.concatenate([start, states[:, :-1]], axis=1).reshape(batch * pieces, groups, cpg, n)
+    cfg = _config(batch * pieces, piece, groups, cpg, n, dict(flags, has_h0=True))
+    y, _ = _scan(dict(parts, h0=entering), cfg, False)
+    y = y.reshape((batch, pieces * piece) + y.shape[2:])[:, :length]
+    return y, states[:, -1]
+
+
 def _run_forward(arrays, cfg, save_bounds, return_final):
     kernel = pallas_tpu if _kernel_platform() == "tpu" else pallas_gpu
     return kernel.forward(arrays, cfg, save_bounds=save_bounds, return_final=return_final,
@@ -185,7 +258,11 @@ def selective_scan(u, delta, A, B, C, *, D=None, z=None, delta_bias=None, delta_
                  softplus=bool(delta_softplus), has_keep=segment_ids is not None,
                  has_h0=initial_state is not None)
     cfg = _config(batch, length, groups, cpg, n, flags)
-    y, final = _scan(arrays, cfg, bool(return_state))
+    pieces = _pieces(batch, groups, cpg, length, cfg)
+    if pieces > 1:
+        y, final = _split_scan(arrays, flags, batch, length, groups, cpg, n, pieces)
+    else:
+        y, final = _scan(arrays, cfg, bool(return_state))
     y = y.reshape(batch, length, channels)
     if not return_state:
         return y

@@ -12,6 +12,16 @@ GPU (Triton) entries:
 - ``chunk``: steps between the boundary states the forward stores for the
   backward (a multiple of ``time``; the backward recomputes one chunk at a time).
 - ``num_warps``: warps per program.
+- ``split_below``, ``split_programs``, ``min_piece``: when the grid has fewer
+  than ``split_below`` programs (a small batch), the sequence is cut into
+  enough pieces of at least ``min_piece`` steps to make ``split_programs``
+  programs, scanned side by side (two kernel passes and a scan over the
+  pieces' states: ``api._split_scan``). H200, ``python -m experiments.bench.ssm
+  --split`` (2026-12-02): at B1 L16K D2048 the cut (128 pieces) takes the
+  float32 scan from 6.33 to 1.80 ms forward and 27.9 to 9.6 ms forward +
+  backward, a Mamba layer at 16K tokens from 31.5 to 14.8 ms; at B8 L2048
+  (1,024 programs) it is slower (1.2 -> 1.8 ms: twice the work, no idle SMs
+  to fill), hence the threshold.
 
 TPU (Mosaic) entries: ``channels`` (lanes, a multiple of 128) and ``time``
 (steps per grid step staged in VMEM, a multiple of 8).
@@ -24,10 +34,12 @@ import jax
 
 TABLE = {
     # H200: the fastest forward+backward row of `python -m experiments.bench.ssm --sweep` (2026-12-02)
-    "nvidia h200": dict(channels=16, min_channels=16, min_programs=264, time=8, chunk=128, num_warps=1),
+    "nvidia h200": dict(channels=16, min_channels=16, min_programs=264, time=8, chunk=128, num_warps=1,
+                        split_below=1024, split_programs=16384, min_piece=128),
     "nvidia h100": dict(channels=32, min_channels=16, min_programs=264, time=8, chunk=128, num_warps=4),
     "tpu": dict(channels=128, time=128),
-    "default": dict(channels=32, min_channels=16, min_programs=264, time=8, chunk=128, num_warps=4),
+    "default": dict(channels=32, min_channels=16, min_programs=264, time=8, chunk=128, num_warps=4,
+                    split_below=0, split_programs=16384, min_piece=128),
 }
 
 

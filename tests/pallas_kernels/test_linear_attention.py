@@ -48,7 +48,12 @@ GATES = {
     "linear_attention": None,
     "delta_rule": jax.nn.sigmoid(_normal(B, T, H)),
 }
-COT_O, COT_S = _normal(B, T, H, DV), _normal(B, H, DK, DV)  # random cotangents for o and the final state
+COT_O = _normal(B, T, H, DV)  # a random cotangent for o
+
+
+def _state_cotangent(shape):
+    """A fixed pseudo-random cotangent for a final state of any head dim."""
+    return jnp.sin(1.7 * jnp.arange(np.prod(shape), dtype=jnp.float32).reshape(shape))
 
 
 def _inputs(op):
@@ -70,7 +75,7 @@ def _value_and_grads(q, k, v, x, h0, *, op, backend, mode, chunk_size, segments)
 
     def loss(q, k, v, x, h0):
         o, s = _call(op, q, k, v, x, h0, backend=backend, mode=mode, chunk_size=chunk_size, segments=segments)
-        return jnp.sum(o.astype(jnp.float32) * COT_O) + jnp.sum(s * COT_S), (o, s)
+        return jnp.sum(o.astype(jnp.float32) * COT_O) + jnp.sum(s * _state_cotangent(s.shape)), (o, s)
 
     argnums = (0, 1, 2, 4) if x is None else (0, 1, 2, 3, 4)
     (_, out), grads = jax.value_and_grad(loss, argnums=argnums, has_aux=True)(q, k, v, x, h0)
@@ -114,6 +119,22 @@ def test_extreme_gates_stay_finite_and_exact():
     g = g.at[0, 10, 0, :5].set(-jnp.inf).at[1, 33].set(-jnp.inf)
     q, k, v, _, h0 = _inputs("gla")
     _compare("gla", (q, k, v, g, h0), chunk_size=32, segments=False, modes=("naive",))
+
+
+def test_gla_at_the_h200_rows_vector_tiles_matches_reference(monkeypatch):
+    """The H200 row gives vector gates their own feature tile (64: one block at head dim 64, where
+    the default row's 32 makes two); forward, state and every gradient against the naive form."""
+    from pallas_kernels.linear_attention.block_sizes import TABLE
+
+    row = {**TABLE["default"], **TABLE["nvidia h200"]}
+    assert row["vector_bk"] != row["bk"]
+    monkeypatch.setattr(api, "block_sizes", lambda: row)
+    _value_and_grads.clear_cache()  # the tiles are read while tracing
+    try:
+        q, k, g = _normal(B, T, H, 64), _normal(B, T, H, 64), jax.nn.log_sigmoid(_normal(B, T, H, 64) + 1.0)
+        _compare("gla", (q, k, V, g, _normal(B, H, 64, DV)), chunk_size=64, segments=True, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
 
 
 @pytest.mark.parametrize("op", ["gla", "delta_rule"])

@@ -26,7 +26,7 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 @pytest.fixture(autouse=True)
 def small_tiles(monkeypatch):
     """Tiles of 2 steps, boundaries every 4, 16 channels per program (GPU kernel)."""
-    sizes = dict(channels=16, min_channels=16, min_programs=1, time=2, chunk=4, num_warps=4)
+    sizes = dict(channels=16, min_channels=16, min_programs=1, time=2, chunk=4, num_warps=4, split_below=0)
     monkeypatch.setattr(api, "block_sizes", lambda **kw: sizes)
 
 
@@ -94,6 +94,37 @@ def test_tpu_kernels_interpreted_match_reference(monkeypatch):
     monkeypatch.setattr(api, "_kernel_platform", lambda: "tpu")
     monkeypatch.setattr(api, "_interpret", lambda: True)  # also on a GPU
     _check_case("everything")
+
+
+@pytest.mark.parametrize("case", ["everything", "per_channel_bc", "state_in_and_out"])
+def test_sequence_cut_into_pieces_matches_reference(monkeypatch, case):
+    """Too few programs: the sequence is scanned as pieces side by side (3 pieces of 8 steps
+    for 19, padded; of 4 for 11 and 8) and the pieces' states chained; every gradient too."""
+    sizes = dict(channels=16, min_channels=16, min_programs=1, time=2, chunk=4, num_warps=4,
+                 split_below=64, split_programs=64, min_piece=4)
+    monkeypatch.setattr(api, "block_sizes", lambda **kw: sizes)
+    calls = []
+    split = api._split_scan
+    monkeypatch.setattr(api, "_split_scan", lambda *a: calls.append(a[-1]) or split(*a))
+    _check_case(case)
+    assert calls and calls[0] > 1
+
+
+def test_h200_row_cuts_only_small_batches(monkeypatch):
+    """The H200 row: Mamba's B8 x 2048 channels (1,024 programs) runs uncut; at B1 the sequence
+    is cut into 128 pieces (the measured best at L16K), never shorter than 128 steps."""
+    from pallas_kernels.selective_scan.block_sizes import TABLE
+
+    row = {**TABLE["default"], **TABLE["nvidia h200"]}
+    monkeypatch.setattr(api, "block_sizes", lambda **kw: row)
+    monkeypatch.setattr(api, "_kernel_platform", lambda: "gpu")
+    flags = dict.fromkeys(("has_z", "has_D", "has_bias", "softplus", "has_keep", "has_h0"), False)
+    cfg = lambda b, l: api._config(b, l, 1, 2048, 16, flags)  # noqa: E731
+    assert api._pieces(8, 1, 2048, 2048, cfg(8, 2048)) == 1
+    assert api._pieces(1, 1, 2048, 16384, cfg(1, 16384)) == 128
+    assert api._pieces(1, 1, 2048, 1 << 20, cfg(1, 1 << 20)) == 128
+    assert api._pieces(1, 1, 2048, 1000, cfg(1, 1000)) == 7
+    assert api._pieces(1, 1, 2048, 100, cfg(1, 100)) == 1
 
 
 def _check_case(case):
