@@ -217,12 +217,18 @@ SPLIT_SWEEP = [dict(split_below=p, split_programs=p, min_piece=m) for p, m in  #
 
 
 def split_sweep():
-    """The selective scan with its sequence cut into pieces (``split_*``, ``min_piece``) at
-    the main shape (float32 and bf16) and at B1 L16K, beside the associative path in the same run;
-    then one Mamba layer at 16K and 1M tokens without and with the cut."""
+    """One Mamba layer at 1M and 16K tokens without and with the sequence cut into pieces
+    (``split_*``, ``min_piece``) first (the 1M figures are the scarce ones), then the selective
+    scan at the main shape (float32 and bf16) and at B1 L16K, beside the associative path in
+    the same run."""
     from pallas_kernels.selective_scan import block_sizes as scan_table
 
-    for shape, dtype in ((SCAN_SHAPE, jnp.float32), (SCAN_SHAPE, jnp.bfloat16), (LONG_SCAN_SHAPE, jnp.float32)):
+    for length in (LAYER_LENGTHS[-1], LAYER_LENGTHS[0]):
+        for row in (SPLIT_SWEEP[0], SPLIT_SWEEP[3]):
+            run_case("split/layer_mamba", lambda row=row, length=length: _with_table(
+                scan_table, row, lambda: layer_fwd_bwd("mamba", length)), length=length, d_model=1024, batch=1,
+                dtype="bfloat16", **row)
+    for shape, dtype in ((LONG_SCAN_SHAPE, jnp.float32), (SCAN_SHAPE, jnp.float32), (SCAN_SHAPE, jnp.bfloat16)):
         args, minimal = _scan_inputs(*shape, dtype), _scan_bytes(*shape, dtype)
         info = dict(shape=dict(zip("BLDN", shape)), dtype=jnp.dtype(dtype).name)
         kept = {}
@@ -239,11 +245,6 @@ def split_sweep():
                 return r
 
             run_case("split/pallas", measure, **info, **row)
-    for length in (LAYER_LENGTHS[0], LAYER_LENGTHS[-1]):
-        for row in (SPLIT_SWEEP[0], SPLIT_SWEEP[2], SPLIT_SWEEP[4]):
-            run_case("split/layer_mamba", lambda row=row, length=length: _with_table(
-                scan_table, row, lambda: layer_fwd_bwd("mamba", length)), length=length, d_model=1024, batch=1,
-                dtype="bfloat16", **row)
 
 
 def run(quick: bool) -> None:
