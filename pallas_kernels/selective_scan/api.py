@@ -10,7 +10,9 @@ state) are written. Backward (``jax.custom_vjp``): the forward also writes the
 state entering every ``chunk`` steps; the backward kernel recomputes each chunk
 from it in reverse order and produces every gradient in one pass
 (``du``, ``ddelta``, ``dz``, ``dA``, ``dB``, ``dC``, ``dD``, ``ddelta_bias``
-and the initial state's). See :mod:`pallas_kernels.selective_scan.pallas_gpu`
+and the initial state's). When the batch is too small to fill the GPU, the
+sequence is cut into pieces scanned side by side (:func:`_split_scan`; the
+table's ``split_*`` entries). See :mod:`pallas_kernels.selective_scan.pallas_gpu`
 for the algorithm and :mod:`pallas_kernels.selective_scan.pallas_tpu` for the
 TPU variant.
 
