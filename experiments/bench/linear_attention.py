@@ -167,6 +167,10 @@ SWEEP = [dict(warps=w, bk=bk, vector_warps=w, vector_bk=bk, state_bk=sb, state_b
           (8, 16, 64, 32, 64, 2)]]
 
 
+# GLA's own rows, swept first for it: the secondary chunk and warps at the H200 row's vector tiles.
+GLA_SWEEP = [dict(sub=sub, vector_bk=64, vector_warps=w) for sub, w in [(8, 4), (32, 4), (16, 2), (8, 2), (16, 4)]]
+
+
 def _with_table(row, fn):
     """``fn()`` with ``row`` overriding the kernel table's row for this device."""
     from pallas_kernels.linear_attention import block_sizes as table
@@ -187,7 +191,7 @@ def sweep(ops=("gla", "retention", "delta_rule")):
     shape = SHAPES[0]
     for op in ops:
         args = _inputs(op, *shape)
-        for row in SWEEP:
+        for row in (GLA_SWEEP + SWEEP if op == "gla" else SWEEP):
             run_case(f"sweep/{op}", lambda row=row, op=op, args=args: _with_table(
                 row, lambda: _measure(_op(op, "pallas", None), args, iters=5)), **row)
 
