@@ -1,5 +1,5 @@
 # kernels: selective-scan pieces sweep, GLA stages and block-size sweep, compiled piece tests
-. workdirs/gpu/prefix.sh
+# (after the two setup lines at the top of BENCHMARKS.md; OUT: a folder for the results)
 T0=$(date +%s)
 timeout 240 python3 -m experiments.bench.ssm --split > $OUT/c1_split.jsonl 2> $OUT/c1_split.err
 echo "split done $(( $(date +%s)-T0 ))s"
