@@ -105,8 +105,9 @@ def _split_scan(arrays, flags, batch, length, groups, cpg, n, pieces):
     composition (each kernel call has its own VJP). The sequence is padded to whole pieces
     with steps that leave the state as it is (``delta`` = 0 after bias and softplus).
     """
+    time = block_sizes()["time"]
     piece = -(-length // pieces)
-    piece = -(-piece // block_sizes()["time"]) * block_sizes()["time"]
+    piece = -(-piece // time) * time  # whole tiles
     pieces = -(-length // piece)
     pad = pieces * piece - length
     arrays = dict(arrays)

@@ -98,8 +98,9 @@ def test_tpu_kernels_interpreted_match_reference(monkeypatch):
 
 @pytest.mark.parametrize("case", ["everything", "per_channel_bc", "state_in_and_out"])
 def test_sequence_cut_into_pieces_matches_reference(monkeypatch, case):
-    """Too few programs: the sequence is scanned as pieces side by side (3 pieces of 8 steps
-    for 19, padded; of 4 for 11 and 8) and the pieces' states chained; every gradient too."""
+    """Too few programs: the sequence is scanned as pieces side by side (4 pieces of 6 steps
+    for 19, padded to 24; 2 pieces for 11 and for 8) and the pieces' states chained; every
+    gradient too."""
     sizes = dict(channels=16, min_channels=16, min_programs=1, time=2, chunk=4, num_warps=4,
                  split_below=64, split_programs=64, min_piece=4)
     monkeypatch.setattr(api, "block_sizes", lambda **kw: sizes)
