@@ -167,8 +167,11 @@ SWEEP = [dict(warps=w, bk=bk, vector_warps=w, vector_bk=bk, state_bk=sb, state_b
           (8, 16, 64, 32, 64, 2)]]
 
 
-# GLA's own rows, swept first for it: the secondary chunk and warps at the H200 row's vector tiles.
-GLA_SWEEP = [dict(sub=sub, vector_bk=64, vector_warps=w) for sub, w in [(8, 4), (32, 4), (16, 2), (8, 2), (16, 4)]]
+# GLA's own rows, swept first for it: the chunk-start form off and on (``log_space_nats`` 0 / 60),
+# the states kept for the backward, then the secondary chunk and warps at 64-wide vector tiles.
+GLA_SWEEP = ([dict(log_space_nats=0.0), dict(log_space_nats=60.0), dict(log_space_nats=60.0, vector_bk=32),
+              dict(log_space_nats=60.0, vector_warps=8), dict(save_states=True)]
+             + [dict(sub=sub, vector_bk=64, vector_warps=w) for sub, w in [(8, 4), (32, 4), (16, 2)]])
 
 
 def _with_table(row, fn):
@@ -219,7 +222,7 @@ def stages(ops=("gla", "retention"), shape=SHAPES[0]):
             warps=cfg.warps_state, stages=cfg.stages_state, interpret=cfg.interpret))
         grads = jax.jit(lambda q, k, v, b, h, dh, scores, do: pallas_gpu.grads(
             q, k, v, b, None, h, dh, scores, do, scale=cfg.scale, chunk=cfg.chunk, sub=cfg.sub, bk=cfg.bk,
-            bv=cfg.bv, warps=cfg.warps, g_dtype=g.dtype, interpret=cfg.interpret))
+            bv=cfg.bv, warps=cfg.warps, g_dtype=g.dtype, interpret=cfg.interpret, log_space=cfg.log_space))
         h, b, final = state_fwd(k, v, g, h0)
         _, scores = output_fwd(q, k, v, b, h)
         dfinal = jnp.zeros_like(final)

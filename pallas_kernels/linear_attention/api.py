@@ -115,6 +115,8 @@ class _Config:
     warps: int
     warps_state: int
     stages_state: int
+    log_space: float
+    save_states: bool
     platform: str
     interpret: bool
 
@@ -127,7 +129,8 @@ def _config(scale, chunk, dk, dv, vector_gates=False):
         scale=float(scale), chunk=chunk, sub=min(t["sub"], chunk // 2), bk=min(bk, dk),
         delta_bk=min(t["delta_bk"], dk), bv=min(t["bv"], dv),
         state_bk=min(t["state_bk"], dk), state_bv=min(t["state_bv"], dv), delta_bv=min(t["delta_bv"], dv),
-        warps=warps, warps_state=t["warps_state"], stages_state=t["stages_state"], platform=_platform(),
+        warps=warps, warps_state=t["warps_state"], stages_state=t["stages_state"],
+        log_space=float(t["log_space_nats"]), save_states=bool(t["save_states"]), platform=_platform(),
         interpret=_interpret(),
     )
 
@@ -184,7 +187,8 @@ def _gated_states(k, v, g, seg, h0, cfg):
 
 def _gated_output(q, k, v, b, seg, h, cfg, store_scores):
     return pallas_gpu.output_fwd(q, k, v, b, seg, h, scale=cfg.scale, chunk=cfg.chunk, sub=cfg.sub, bk=cfg.bk,
-                                 bv=cfg.bv, warps=cfg.warps, store_scores=store_scores, interpret=cfg.interpret)
+                                 bv=cfg.bv, warps=cfg.warps, store_scores=store_scores, interpret=cfg.interpret,
+                                 log_space=cfg.log_space)
 
 
 def _heads(x):
@@ -206,7 +210,9 @@ def _gated_forward(q, k, v, g, seg, h0, cfg, for_backward):
         return (_tokens(o, v), final), h
     h, b, final = _gated_states(k, v, g, seg, h0, cfg)
     out = _gated_output(q, k, v, b, seg, h, cfg, for_backward)
-    return ((out[0], final), out[1]) if for_backward else ((out, final), None)
+    if not for_backward:
+        return (out, final), None
+    return (out[0], final), (out[1], (h, b) if cfg.save_states else None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
@@ -229,13 +235,14 @@ def _gated_bwd(cfg, res, cotangents):
                                           interpret=cfg.interpret)
         dq, dk, dv, dg = (_tokens(x, like) for x, like in zip(grads[:4], (q, k, v, g)))
         return dq, dk, dv, dg, None, grads[4]
-    h, b, _ = _gated_states(k, v, g, seg, h0, cfg)
+    scores, states = extra
+    h, b = states if states is not None else _gated_states(k, v, g, seg, h0, cfg)[:2]
     dh, dh0 = pallas_gpu.state_bwd(q, do, b, seg, dfinal, scale=cfg.scale, chunk=cfg.chunk,
                                    bk=cfg.state_bk, bv=cfg.state_bv, warps=cfg.warps_state,
                                    stages=cfg.stages_state, interpret=cfg.interpret)
-    dq, dk, dv, dg = pallas_gpu.grads(q, k, v, b, seg, h, dh, extra, do, scale=cfg.scale, chunk=cfg.chunk,
+    dq, dk, dv, dg = pallas_gpu.grads(q, k, v, b, seg, h, dh, scores, do, scale=cfg.scale, chunk=cfg.chunk,
                                       sub=cfg.sub, bk=cfg.bk, bv=cfg.bv, warps=cfg.warps, g_dtype=g.dtype,
-                                      interpret=cfg.interpret)
+                                      interpret=cfg.interpret, log_space=cfg.log_space)
     return dq, dk, dv, dg, None, dh0
 
 

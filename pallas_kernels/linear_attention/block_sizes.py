@@ -12,8 +12,16 @@ Keys (GPU kernels):
   kernels for vector gates (GLA), whose per-feature decays make them costlier
   than the scalar-gate ones (H200: 64 and 4 cut GLA's forward + backward from
   20.2 to 13.7 ms at B2 T16384 H16 D128 in ``python -m
-  experiments.bench.linear_attention --sweep``, 2026-12-02).
+  experiments.bench.linear_attention --sweep``, 2026-12-02; with the chunk-start
+  form, 64 and 8: 7.77 ms, against 8.35 at 4 warps and 8.40 at 32-wide tiles).
 - ``sub``: GLA's secondary chunk (diagonal blocks of the intra-chunk scores).
+- ``log_space_nats``: GLA chunks whose cumulative gate stays above minus this
+  (per feature block) skip the secondary chunks and form the scores through the
+  chunk start (``pallas_gpu`` docstring); 0 turns that off.
+- ``save_states``: the gated kernels' forward keeps the per-chunk states ``h``
+  and cumulative gates ``b`` for the backward instead of the backward
+  recomputing them (one sequential pass less; ``dk * dv / C`` matmul-dtype
+  values and ``dk`` float32 values more per token and head, saved per layer).
 - ``warps_state``, ``stages_state``: Triton launch parameters of the sequential
   kernels (``stages`` > 1 pipelines the next chunk's loads); ``warps``: of the
   chunk-parallel kernels. (Chosen from ``ptxas -v`` on the compiled kernels:
@@ -29,12 +37,13 @@ import jax
 
 TABLE = {
     "nvidia h200": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
-                        stages_state=2, vector_bk=64, vector_warps=4),
+                        stages_state=2, vector_bk=64, vector_warps=8),
     "nvidia h100": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
                         stages_state=2),
     "tpu": dict(tpu_bv=128),
     "default": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, sub=16, warps=8,
-                    warps_state=4, stages_state=2, vector_bk=32, vector_warps=8, tpu_bv=128),
+                    warps_state=4, stages_state=2, vector_bk=32, vector_warps=8, log_space_nats=60.0,
+                    save_states=False, tpu_bv=128),
 }
 
 

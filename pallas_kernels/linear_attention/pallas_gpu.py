@@ -36,6 +36,14 @@ blocks are matmuls. Inside a sub-chunk the decays are formed per pair:
 ``sub`` "lags" ``delta = i - j``, each gathering the rows ``i - delta`` from
 the chunk (a [C, bk] elementwise pass, no dynamic register indexing).
 
+Most chunks never need that. When a feature block's cumulative gate stays above
+``-log_space`` nats through the chunk (``b >= -60`` by default: ordinary GLA
+gates lose a few nats per chunk), the whole chunk is factored through its start,
+``exp(b_i - b_j) = exp(b_i) exp(-b_j)`` with ``exp(-b_j) <= e^60`` (far inside
+float32 and bfloat16's range), and ``A`` is one masked matmul, its gradients two.
+The choice is made per program and feature block at run time (``lax.cond``), so
+strongly negative gates still take the exact sub-chunk form.
+
 Segments (``seg``, see :mod:`.tiles`): pairs across a segment start are masked
 out of ``A``, only the entering segment reads ``h_n``, only the last segment
 writes the outgoing state, and the carried state is dropped at a start.
@@ -241,25 +249,40 @@ def _key_factor(b, b_ref, cs, sub, a):
     return jnp.exp(jnp.where(sub.i < a * sub.s, r_a - b, NEG_INF))
 
 
-def _vector_scores(q_ref, k_ref, b_ref, *, dk, bk, sub, mma):
+def _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, *operands):
+    """``chunk_start_form(*operands)`` where the block's decays fit in log space, else the other."""
+    if log_space <= 0:
+        return sub_chunk_form(*operands)
+    return lax.cond(jnp.min(b) >= -log_space, chunk_start_form, sub_chunk_form, *operands)
+
+
+def _vector_scores(q_ref, k_ref, b_ref, *, dk, bk, sub, mma, log_space):
     """``A_ij = sum_d q_id k_jd exp(b_id - b_jd)`` for ``j <= i`` (0 above the diagonal), ``[C, C]`` f32."""
     scores = jnp.zeros((sub.c, sub.c), F32)
     for kb in range(dk // bk):
         cs = pl.ds(kb * bk, bk)
         q, k, b = q_ref[:, cs].astype(F32), k_ref[:, cs].astype(F32), b_ref[:, cs]
-        qhat = (q * _query_factor(b, b_ref, cs, sub)).astype(mma)
-        for a in range(1, sub.n):  # keys in earlier sub-chunks: matmuls
-            khat = (k * _key_factor(b, b_ref, cs, sub, a)).astype(mma)
-            scores += jnp.where(sub.blk == a, dot(qhat, khat, tb=True), 0.0)
-        scores += jnp.where(sub.i == sub.j, jnp.sum(q * k, axis=1, keepdims=True), 0.0)
 
-        def lag(d, scores, q=q, b=b, cs=cs):
-            src, ok = sub.lagged(d)
-            e = jnp.exp(jnp.where(ok, b - b_ref[src, cs], NEG_INF))
-            band = jnp.sum(q * k_ref[src, cs].astype(F32) * e, axis=1, keepdims=True)
-            return scores + jnp.where(sub.j == sub.i - d, band, 0.0)
+        def chunk_start_form(scores, q=q, k=k, b=b):
+            qhat, khat = (q * jnp.exp(b)).astype(mma), (k * jnp.exp(-b)).astype(mma)
+            return scores + jnp.where(sub.i >= sub.j, dot(qhat, khat, tb=True), 0.0)
 
-        scores = lax.fori_loop(1, sub.s, lag, scores)
+        def sub_chunk_form(scores, q=q, k=k, b=b, cs=cs):
+            qhat = (q * _query_factor(b, b_ref, cs, sub)).astype(mma)
+            for a in range(1, sub.n):  # keys in earlier sub-chunks: matmuls
+                khat = (k * _key_factor(b, b_ref, cs, sub, a)).astype(mma)
+                scores += jnp.where(sub.blk == a, dot(qhat, khat, tb=True), 0.0)
+            scores += jnp.where(sub.i == sub.j, jnp.sum(q * k, axis=1, keepdims=True), 0.0)
+
+            def lag(d, scores):
+                src, ok = sub.lagged(d)
+                e = jnp.exp(jnp.where(ok, b - b_ref[src, cs], NEG_INF))
+                band = jnp.sum(q * k_ref[src, cs].astype(F32) * e, axis=1, keepdims=True)
+                return scores + jnp.where(sub.j == sub.i - d, band, 0.0)
+
+            return lax.fori_loop(1, sub.s, lag, scores)
+
+        scores = _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, scores)
     return scores
 
 
@@ -283,7 +306,7 @@ def _read_factor(b_ref, cs, scalar):
 # --------------------------------------------------------------------------- chunk-parallel kernels
 
 
-def _output_kernel(*refs, scale, sub, bk, bv, scalar, has_seg, store_scores):
+def _output_kernel(*refs, scale, sub, bk, bv, scalar, has_seg, store_scores, log_space):
     q_ref, k_ref, v_ref, b_ref, *refs = refs
     seg_ref = refs.pop(0) if has_seg else None
     h_ref, o_ref, *a_ref = refs
@@ -294,7 +317,8 @@ def _output_kernel(*refs, scale, sub, bk, bv, scalar, has_seg, store_scores):
     if scalar:
         scores = _scalar_scores(q_ref, k_ref, b_ref, m.same, dk=dk, bk=bk)
     else:
-        scores = tiles.where(m.same, _vector_scores(q_ref, k_ref, b_ref, dk=dk, bk=bk, sub=_Sub(c, sub), mma=mma))
+        scores = tiles.where(m.same, _vector_scores(q_ref, k_ref, b_ref, dk=dk, bk=bk, sub=_Sub(c, sub), mma=mma,
+                                                         log_space=log_space))
     if store_scores:
         a_ref[0][...] = scores.astype(a_ref[0].dtype)
     scores = scores.astype(mma)
@@ -322,7 +346,7 @@ def _state_spec(dk, dv):
     return pl.BlockSpec((None, None, None, dk, dv), lambda b, n, h: (b, h, n, 0, 0))
 
 
-def output_fwd(q, k, v, b, seg, h, *, scale, chunk, sub, bk, bv, warps, store_scores, interpret):
+def output_fwd(q, k, v, b, seg, h, *, scale, chunk, sub, bk, bv, warps, store_scores, interpret, log_space=0.0):
     """Outputs of the chunked form, and the intra-chunk scores for the backward.
 
     Args:
@@ -348,7 +372,7 @@ def output_fwd(q, k, v, b, seg, h, *, scale, chunk, sub, bk, bv, warps, store_sc
         out_specs += _chunk_specs(chunk, chunk)
     out = pl.pallas_call(
         functools.partial(_output_kernel, scale=scale, sub=sub, bk=bk, bv=bv, scalar=scalar,
-                          has_seg=seg is not None, store_scores=store_scores),
+                          has_seg=seg is not None, store_scores=store_scores, log_space=float(log_space)),
         out_shape=tuple(out_shape),
         grid=(batch, time // chunk, heads),
         in_specs=in_specs + [_state_spec(dk, dv)],
@@ -360,7 +384,7 @@ def output_fwd(q, k, v, b, seg, h, *, scale, chunk, sub, bk, bv, warps, store_sc
     return out if store_scores else out[0]
 
 
-def _grads_kernel(*refs, scale, sub, bk, bv, scalar, has_seg):
+def _grads_kernel(*refs, scale, sub, bk, bv, scalar, has_seg, log_space):
     q_ref, k_ref, v_ref, b_ref, *refs = refs
     seg_ref = refs.pop(0) if has_seg else None
     h_ref, dh_ref, a_ref, do_ref, dq_ref, dk_ref, dv_ref, dg_ref = refs
@@ -414,7 +438,7 @@ def _grads_kernel(*refs, scale, sub, bk, bv, scalar, has_seg):
             b = b_ref[:, cs]
             b_last = tiles.last_row(b)
             extra = jnp.sum(k * dk, axis=0) + tiles.where(m.keep, jnp.exp(b_last) * hdh)
-            dq_intra, dk = _vector_intra_grads(q, k, b, b_ref, q_ref, k_ref, cs, d_scores, dk, s, mma)
+            dq_intra, dk = _vector_intra_grads(q, k, b, b_ref, q_ref, k_ref, cs, d_scores, dk, s, mma, log_space)
             dq += dq_intra
             dg = tiles.reverse_cumsum(q * dq - k * dk) + extra[None, :]
             dg_ref[:, cs] = dg.astype(dg_ref.dtype)
@@ -424,39 +448,51 @@ def _grads_kernel(*refs, scale, sub, bk, bv, scalar, has_seg):
         dg_ref[...] = (tiles.reverse_cumsum(x_sum) + extra_sum).astype(dg_ref.dtype)
 
 
-def _vector_intra_grads(q, k, b, b_ref, q_ref, k_ref, cs, d_scores, dk, sub, mma):
+def _vector_intra_grads(q, k, b, b_ref, q_ref, k_ref, cs, d_scores, dk, sub, mma, log_space):
     """Gradients through the vector-gated scores of one feature block.
 
-    Returns ``(dq_intra, dk + dk_intra)``; ``d_scores`` ``[C, C]`` f32 is dL/dA.
+    Returns ``(dq_intra, dk + dk_intra)``; ``d_scores`` ``[C, C]`` f32 is dL/dA
+    (zero above the diagonal and across segments).
     """
-    eq = _query_factor(b, b_ref, cs, sub)
-    qhat = (q * eq).astype(mma)
-    dqhat = jnp.zeros_like(q)
-    for a in range(1, sub.n):
-        ek = _key_factor(b, b_ref, cs, sub, a)
-        da = jnp.where(sub.blk == a, d_scores, 0.0).astype(mma)
-        dqhat += dot(da, (k * ek).astype(mma))
-        dk += ek * dot(da, qhat, ta=True)
-    diag = jnp.sum(jnp.where(sub.i == sub.j, d_scores, 0.0), axis=1, keepdims=True)
-    dq = eq * dqhat + diag * k
-    dk += diag * q
 
-    def lag(d, carry):
-        dq, dk = carry
-        src, ok = sub.lagged(d)  # key i - d of query i
-        e = jnp.exp(jnp.where(ok, b - b_ref[src, cs], NEG_INF))
-        band = jnp.sum(jnp.where(sub.j == sub.i - d, d_scores, 0.0), axis=1, keepdims=True)
-        dq += band * k_ref[src, cs].astype(F32) * e
-        dst, ok = sub.led(d)  # query j + d of key j
-        e = jnp.exp(jnp.where(ok, b_ref[dst, cs] - b, NEG_INF))
-        band = jnp.sum(jnp.where(sub.i == sub.j + d, d_scores, 0.0), axis=0)[:, None]
-        dk += band * q_ref[dst, cs].astype(F32) * e
-        return dq, dk
+    def chunk_start_form(dk):
+        e, inv = jnp.exp(b), jnp.exp(-b)
+        ds = d_scores.astype(mma)
+        dq = e * dot(ds, (k * inv).astype(mma))
+        return dq, dk + inv * dot(ds, (q * e).astype(mma), ta=True)
 
-    return lax.fori_loop(1, sub.s, lag, (dq, dk))
+    def sub_chunk_form(dk):
+        eq = _query_factor(b, b_ref, cs, sub)
+        qhat = (q * eq).astype(mma)
+        dqhat = jnp.zeros_like(q)
+        for a in range(1, sub.n):
+            ek = _key_factor(b, b_ref, cs, sub, a)
+            da = jnp.where(sub.blk == a, d_scores, 0.0).astype(mma)
+            dqhat += dot(da, (k * ek).astype(mma))
+            dk += ek * dot(da, qhat, ta=True)
+        diag = jnp.sum(jnp.where(sub.i == sub.j, d_scores, 0.0), axis=1, keepdims=True)
+        dq = eq * dqhat + diag * k
+        dk += diag * q
+
+        def lag(d, carry):
+            dq, dk = carry
+            src, ok = sub.lagged(d)  # key i - d of query i
+            e = jnp.exp(jnp.where(ok, b - b_ref[src, cs], NEG_INF))
+            band = jnp.sum(jnp.where(sub.j == sub.i - d, d_scores, 0.0), axis=1, keepdims=True)
+            dq += band * k_ref[src, cs].astype(F32) * e
+            dst, ok = sub.led(d)  # query j + d of key j
+            e = jnp.exp(jnp.where(ok, b_ref[dst, cs] - b, NEG_INF))
+            band = jnp.sum(jnp.where(sub.i == sub.j + d, d_scores, 0.0), axis=0)[:, None]
+            dk += band * q_ref[dst, cs].astype(F32) * e
+            return dq, dk
+
+        return lax.fori_loop(1, sub.s, lag, (dq, dk))
+
+    return _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, dk)
 
 
-def grads(q, k, v, b, seg, h, dh, scores, do, *, scale, chunk, sub, bk, bv, warps, g_dtype, interpret):
+def grads(q, k, v, b, seg, h, dh, scores, do, *, scale, chunk, sub, bk, bv, warps, g_dtype, interpret,
+          log_space=0.0):
     """``dq, dk, dv`` (their inputs' dtype) and ``dg`` (``g_dtype``, b's shape) of every chunk.
 
     ``h``, ``b`` from :func:`state_fwd`, ``dh`` from :func:`state_bwd`,
@@ -473,7 +509,8 @@ def grads(q, k, v, b, seg, h, dh, scores, do, *, scale, chunk, sub, bk, bv, warp
         args.append(seg)
     in_specs += [_state_spec(dk, dv), _state_spec(dk, dv)] + _chunk_specs(chunk, chunk, dv)
     return pl.pallas_call(
-        functools.partial(_grads_kernel, scale=scale, sub=sub, bk=bk, bv=bv, scalar=scalar, has_seg=seg is not None),
+        functools.partial(_grads_kernel, scale=scale, sub=sub, bk=bk, bv=bv, scalar=scalar, has_seg=seg is not None,
+                          log_space=float(log_space)),
         out_shape=(jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype),
                    jax.ShapeDtypeStruct(v.shape, v.dtype), jax.ShapeDtypeStruct(b.shape, g_dtype)),
         grid=(batch, time // chunk, heads),

@@ -74,8 +74,9 @@ class Task:
         raise NotImplementedError(f"{type(self).__name__} has no generator splits")
 
     def batch_at_position(self, rng: np.random.Generator, batch_size: int, position: int) -> Dict[str, np.ndarray]:
-        """Batch ``position`` of a generator split's stream: ``batch(rng, batch_size)`` unless a task
-        overrides it to depend on the position (a length curriculum, ``sequax.data.text``)."""
+        """Batch ``position`` of the training stream: ``batch(rng, batch_size)`` unless a task overrides
+        it to depend on the position (a curriculum: ``sequax.data.text``, induction heads). Other
+        generator splits always read ``batch``, so evaluations see the task itself."""
         return self.batch(rng, batch_size)
 
     def examples(self, split: str, indices: np.ndarray) -> Dict[str, np.ndarray]:
@@ -194,6 +195,8 @@ class TaskIterator:
         size = self.task.num_examples(self.split)
         if size is None:
             rng = np.random.default_rng([self.seed, SPLITS[self.split], position])
+            if self.split != "train":
+                return self.task.batch(rng, self.batch_size)
             return self.task.batch_at_position(rng, self.batch_size, position)
         indices = stream_indices(size, self.seed, self.split, position * self.batch_size, self.batch_size)
         return self.task.examples(self.split, indices)

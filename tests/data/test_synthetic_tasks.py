@@ -75,6 +75,27 @@ def test_induction_heads_answers():
         assert mask.sum() == 1 and mask[63] == 1
 
 
+def test_induction_heads_distance_curriculum_grows_to_the_plain_task():
+    """Trigger distances start within ``min_distance`` of the end and reach the whole sequence."""
+    kwargs = dict(vocab_size=16, seq_len=256, curriculum_steps=1000, min_distance=16)
+    task = data.make_task("induction_heads", **kwargs)
+    distances = [task.max_distance(p) for p in (0, 250, 500, 999, 1000, 5000)]
+    assert distances[0] == 16 and distances[-2] == distances[-1] == 254
+    assert distances == sorted(distances) and distances[2] == 64  # geometric: halfway = sqrt(16 * 254)
+    for position, bound in ((0, 16), (500, 64)):
+        _, batch = _batch("induction_heads", position=position, batch_size=64, **kwargs)
+        first = np.argmax(batch["inputs"] == 1, axis=1)
+        assert np.all(first >= 254 - bound) and np.all(first < 254)
+        np.testing.assert_array_equal(batch["targets"][:, -1], batch["inputs"][np.arange(64), first + 1])
+    late = np.argmax(_batch("induction_heads", position=1000, batch_size=256, **kwargs)[1]["inputs"] == 1, axis=1)
+    assert late.min() < 64  # the plain task: anywhere in the sequence
+    # evaluations (any split but train) see the plain task from their first batch
+    held_out = data.TaskIterator(task, 256, seed=0, split="validation").batch_at(0)
+    assert np.argmax(held_out["inputs"] == 1, axis=1).min() < 64
+    with pytest.raises(ValueError, match="curriculum_steps"):
+        data.make_task("induction_heads", curriculum_steps=-1)
+
+
 def test_selective_copying_answers():
     task, batch = _batch("selective_copying", vocab_size=10, seq_len=40, num_tokens=6)
     assert task.seq_len == 46

@@ -16,6 +16,7 @@ import pytest
 
 from pallas_kernels.flash_attention import api, masks
 from pallas_kernels.flash_attention.block_sizes import TABLE
+from pallas_kernels.flash_attention.scores import tanh_exp2
 from sequax.ops import positional
 from sequax.ops.attention import attention, attention_mask, block_sparse_layout, combine_attention
 
@@ -102,6 +103,14 @@ def test_forward_lse_and_gradients_match_reference(case):
     if case == "lambda_segments_empty_rows":  # rows with no visible key: zeros and -inf
         assert not np.isfinite(np.asarray(lse)[:, :, 20:23]).any()
         np.testing.assert_array_equal(np.asarray(out)[:, 20:23], 0.0)
+
+
+def test_softcap_tanh_through_exp2_matches_tanh():
+    """The kernels' tanh (exp2 and a division) is within 4e-7 (a few float32 ulps of 1) of ``jnp.tanh``, saturating exactly."""
+    x = jnp.concatenate([jnp.linspace(-30.0, 30.0, 20001), jnp.array([-1e30, -jnp.inf, 1e30, jnp.inf, 0.0])])
+    got, want = tanh_exp2(x), jnp.tanh(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=4e-7)
+    assert float(got[-5]) == -1.0 and float(got[-2]) == 1.0 and float(got[-1]) == 0.0
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])

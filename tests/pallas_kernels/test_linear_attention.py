@@ -137,6 +137,51 @@ def test_gla_at_the_h200_rows_vector_tiles_matches_reference(monkeypatch):
         _value_and_grads.clear_cache()
 
 
+def _with_row(monkeypatch, **row):
+    """The kernels' table row with ``row`` applied (read while tracing: the jit cache is cleared)."""
+    from pallas_kernels.linear_attention.block_sizes import TABLE
+
+    monkeypatch.setattr(api, "block_sizes", lambda: {**TABLE["default"], **row})
+    _value_and_grads.clear_cache()
+
+
+@pytest.mark.parametrize("log_space", [0.0, float("inf")])
+def test_gla_sub_chunk_and_chunk_start_forms_each_match_reference(log_space, monkeypatch):
+    """Either form of GLA's intra-chunk scores alone (0: always the secondary chunks; inf: always
+    through the chunk start) gives the reference's output, state and gradients at ordinary gates."""
+    _with_row(monkeypatch, log_space_nats=log_space)
+    try:
+        _compare("gla", _inputs("gla"), chunk_size=32, segments=True, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
+
+
+@pytest.mark.parametrize("op", ["gla", "retention"])
+def test_states_kept_for_the_backward_give_the_same_gradients(op, monkeypatch):
+    """``save_states``: the backward reads the forward's per-chunk states instead of recomputing them."""
+    _with_row(monkeypatch, save_states=True)
+    try:
+        _compare(op, _inputs(op), chunk_size=32, segments=True, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
+
+
+def test_gla_picks_the_form_per_chunk(monkeypatch):
+    """Mild gates in batch row 0, log gates down to -30 in row 1: the default limit takes the chunk-start
+    form for row 0's chunks and the exact one for row 1's, and matches the reference; forcing the
+    chunk-start form everywhere overflows on row 1, so the choice is what keeps it exact."""
+    q, k, v, g, h0 = _inputs("gla")
+    g = g.at[1].set(jnp.asarray(RNG.uniform(-30.0, 0.0, (T, H, DK)), jnp.float32))
+    _compare("gla", (q, k, v, g, h0), chunk_size=32, segments=False, modes=("naive",))
+    _with_row(monkeypatch, log_space_nats=float("inf"))
+    try:
+        (o, _), _ = _value_and_grads(q, k, v, g, h0, op="gla", backend="pallas", mode=None, chunk_size=32,
+                                     segments=False)
+        assert not np.all(np.isfinite(np.asarray(o[1])))
+    finally:
+        _value_and_grads.clear_cache()
+
+
 @pytest.mark.parametrize("op", ["gla", "delta_rule"])
 def test_bfloat16_error_is_within_the_references_own(op):
     """bf16 inputs: the kernel's error against the float32 reference stays within 3x the pure-JAX
