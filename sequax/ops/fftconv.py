@@ -38,7 +38,7 @@ from jax import lax
 from sequax.ops.dispatch import BackendTable
 from sequax.ops.segments import check_segment_ids, check_sequence, segment_runs
 
-# Backends (sequax.ops.dispatch): "xla" (jnp.fft / lax.conv) and, for the long
+# Backends (sequax.ops.dispatch): "xla" (jnp.fft / shifted taps) and, for the long
 # convolution, "pallas" (pallas_kernels.fftconv: FFT as dense DFT matmuls).
 # auto keeps jnp.fft: the kernel measured 0.6-0.8x cuFFT on an H200 (BENCHMARKS.md) and has not
 # run on a TPU; backend="pallas" selects it.
@@ -220,39 +220,33 @@ def causal_conv1d(u, k, *, segment_ids=None, history=None, return_history=False,
 
 def _causal_conv1d_xla(u, k, *, history, runs):
     """:func:`causal_conv1d` on validated inputs: ``history`` ``[b, K-1, c]``, ``runs``
-    ``[b, K-1+L]`` run ids of ``[history, u]`` (None: no segments)."""
-    channels = u.shape[2]
+    ``[b, K-1+L]`` run ids of ``[history, u]`` (None: no segments).
+
+    One shifted multiply-add per tap, which XLA fuses into a single elementwise
+    pass (and its gradient into one more pass and a reduction per tap) rather
+    than a grouped convolution with one channel per group, which GPU
+    convolution libraries serve poorly, its filter gradient above all.
+    """
     full = jnp.concatenate([history.astype(u.dtype), u], axis=1)
     accumulate = jnp.promote_types(u.dtype, jnp.float32)
-    if runs is not None:
-        return _segmented_causal_conv1d(full, k, runs, u.shape[1], accumulate).astype(u.dtype)
-    # conv_general_dilated correlates: out[t] = sum_j w[j] full[t + j], so w is k reversed.
-    w = k[::-1, None, :].astype(u.dtype)  # [K, 1, channels] in WIO layout
-    y = lax.conv_general_dilated(
-        full,
-        w,
-        window_strides=(1,),
-        padding=[(0, 0)],
-        dimension_numbers=("NWC", "WIO", "NWC"),
-        feature_group_count=channels,
-        precision=lax.Precision.HIGHEST,
-        preferred_element_type=accumulate,
-    )
-    return y.astype(u.dtype)
+    return _taps(full, k, runs, u.shape[1], accumulate).astype(u.dtype)
 
 
 CAUSAL_CONV1D.register("xla", _causal_conv1d_xla)
 
 
-def _segmented_causal_conv1d(full, k, runs, length, dtype):
-    """One tap at a time over ``full = [history, u]``, dropping taps from another run."""
+def _taps(full, k, runs, length, dtype):
+    """``y[t] = sum_lag k[lag] full[first + t - lag]`` over ``full = [history, u]``, dropping taps
+    from another run when ``runs`` is given."""
     first = full.shape[1] - length  # = K-1: where u starts in full
-    here = runs[:, first:]
+    here = None if runs is None else runs[:, first:]
     y = jnp.zeros((full.shape[0], length, full.shape[2]), dtype)
     for lag in range(k.shape[0]):
         src = slice(first - lag, first - lag + length)
-        same = here == runs[:, src]
-        y = y + jnp.where(same[..., None], full[:, src].astype(dtype), 0.0) * k[lag].astype(dtype)
+        tap = full[:, src].astype(dtype)
+        if here is not None:
+            tap = jnp.where((here == runs[:, src])[..., None], tap, 0.0)
+        y = y + tap * k[lag].astype(dtype)
     return y
 
 
