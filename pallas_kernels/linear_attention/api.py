@@ -206,7 +206,8 @@ def _gated_forward(q, k, v, g, seg, h0, cfg, for_backward):
     if cfg.platform == "tpu":
         o, final, h = pallas_tpu.gated_forward(_heads(q), _heads(k), _heads(v), _heads(g), seg, h0,
                                                scale=cfg.scale, chunk=cfg.chunk, sub=cfg.sub,
-                                               write_h=for_backward, interpret=cfg.interpret)
+                                               write_h=for_backward, interpret=cfg.interpret,
+                                               log_space=cfg.log_space)
         return (_tokens(o, v), final), h
     h, b, final = _gated_states(k, v, g, seg, h0, cfg)
     out = _gated_output(q, k, v, b, seg, h, cfg, for_backward)
@@ -232,7 +233,7 @@ def _gated_bwd(cfg, res, cotangents):
     if cfg.platform == "tpu":
         grads = pallas_tpu.gated_backward(_heads(q), _heads(k), _heads(v), _heads(g), seg, extra, _heads(do),
                                           dfinal, scale=cfg.scale, chunk=cfg.chunk, sub=cfg.sub, g_dtype=g.dtype,
-                                          interpret=cfg.interpret)
+                                          interpret=cfg.interpret, log_space=cfg.log_space)
         dq, dk, dv, dg = (_tokens(x, like) for x, like in zip(grads[:4], (q, k, v, g)))
         return dq, dk, dv, dg, None, grads[4]
     scores, states = extra

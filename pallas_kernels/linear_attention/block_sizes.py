@@ -17,7 +17,7 @@ Keys (GPU kernels):
 - ``sub``: GLA's secondary chunk (diagonal blocks of the intra-chunk scores).
 - ``log_space_nats``: GLA chunks whose cumulative gate stays above minus this
   (per feature block) skip the secondary chunks and form the scores through the
-  chunk start (``pallas_gpu`` docstring); 0 turns that off.
+  chunk start (``pallas_gpu`` docstring; GPU and TPU kernels); 0 turns that off.
 - ``save_states``: the gated kernels' forward keeps the per-chunk states ``h``
   and cumulative gates ``b`` for the backward instead of the backward
   recomputing them (one sequential pass less; ``dk * dv / C`` matmul-dtype

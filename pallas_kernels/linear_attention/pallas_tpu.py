@@ -16,7 +16,9 @@ Arrays are head-major here, ``[B, H, T, d]`` (the api transposes), so every bloc
 are ``(chunk, d)`` with d the full head dim. Cumulative sums are matmuls with triangular ones
 (Mosaic has no cumsum); GLA's diagonal sub-chunks form their pairwise decays as
 ``[sub, sub, dk]`` tiles, its other blocks factor through the sub-chunk's reference gate as on
-the GPU, so no factor exceeds 1. Scalar gates ``g`` arrive as ``[B, H, T, 1]`` columns plus the
+the GPU, so no factor exceeds 1; a chunk whose cumulative gates stay above ``-log_space`` nats
+takes the chunk-start form instead (one masked matmul, as on the GPU: :mod:`.pallas_gpu`), chosen
+per grid step at run time. Scalar gates ``g`` arrive as ``[B, H, T, 1]`` columns plus the
 same values as ``[B, H, N, 1, C]`` rows; segments as ``[B, T, 1]`` and ``[B, N, 1, C]``.
 """
 
@@ -91,28 +93,71 @@ def _select(s, c, a):
     return (cols(c) == rows(s) + a * s).astype(F32)
 
 
-def _scores(q, k, b, b_row, m, scalar, sub, mma):
+def _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, *operands):
+    """``chunk_start_form(*operands)`` where the chunk's decays fit in log space, else the other."""
+    if log_space <= 0:
+        return sub_chunk_form(*operands)
+    return lax.cond(jnp.min(b) >= -log_space, chunk_start_form, sub_chunk_form, *operands)
+
+
+def _scores(q, k, b, b_row, m, scalar, sub, mma, log_space):
     """Intra-chunk scores ``A`` ``[C, C]`` f32 (j <= i, same segment)."""
     c = q.shape[0]
     causal = tiles.both(rows(c) >= cols(c), m.same)
     if scalar:
         return dot(q, k, tb=True) * jnp.exp(jnp.where(causal, b - b_row, NEG_INF))
     qf, kf = q.astype(F32), k.astype(F32)
-    blocks = []
-    for a, (qa, ka, ba, ref, rel) in enumerate(_vector_blocks(qf, kf, b, sub)):
-        diag = jnp.sum(qa[:, None, :] * ka[None, :, :] * rel, axis=-1)
-        block = dot(diag, _select(sub, c, a))
-        if ref is not None:
-            khat = kf * jnp.exp(jnp.where(rows(c) < a * sub, ref - b, NEG_INF))
-            block += dot((qa * jnp.exp(ba - ref)).astype(mma), khat.astype(mma), tb=True)
-        blocks.append(block)
-    return tiles.where(m.same, jnp.concatenate(blocks, axis=0))
+
+    def chunk_start_form():
+        qhat, khat = (qf * jnp.exp(b)).astype(mma), (kf * jnp.exp(-b)).astype(mma)
+        return jnp.where(causal, dot(qhat, khat, tb=True), 0.0)
+
+    def sub_chunk_form():
+        blocks = []
+        for a, (qa, ka, ba, ref, rel) in enumerate(_vector_blocks(qf, kf, b, sub)):
+            diag = jnp.sum(qa[:, None, :] * ka[None, :, :] * rel, axis=-1)
+            block = dot(diag, _select(sub, c, a))
+            if ref is not None:
+                khat = kf * jnp.exp(jnp.where(rows(c) < a * sub, ref - b, NEG_INF))
+                block += dot((qa * jnp.exp(ba - ref)).astype(mma), khat.astype(mma), tb=True)
+            blocks.append(block)
+        return tiles.where(m.same, jnp.concatenate(blocks, axis=0))
+
+    return _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form)
+
+
+def _vector_intra_grads(qf, kf, b, d_scores, sub, mma, log_space):
+    """``(dq, dk)`` through the vector-gated intra-chunk scores; ``d_scores`` is dL/dA (masked)."""
+    c = qf.shape[0]
+
+    def chunk_start_form():
+        e, inv = jnp.exp(b), jnp.exp(-b)
+        ds = d_scores.astype(mma)
+        return e * dot(ds, (kf * inv).astype(mma)), inv * dot(ds, (qf * e).astype(mma), ta=True)
+
+    def sub_chunk_form():
+        dq_blocks, dk_blocks = [], []
+        dk = jnp.zeros_like(kf)
+        for a, (qa, ka, ba, ref, rel) in enumerate(_vector_blocks(qf, kf, b, sub)):
+            da = d_scores[a * sub:(a + 1) * sub]
+            dd = dot(da, _select(sub, c, a), tb=True)[:, :, None]  # [s, s, 1]: the diagonal block of dA
+            dqa = jnp.sum(dd * ka[None, :, :] * rel, axis=1)
+            dk_blocks.append(jnp.sum(dd * qa[:, None, :] * rel, axis=0))
+            if ref is not None:
+                eq = jnp.exp(ba - ref)
+                ek = jnp.exp(jnp.where(rows(c) < a * sub, ref - b, NEG_INF))
+                dqa += eq * dot(da.astype(mma), (kf * ek).astype(mma))
+                dk += ek * dot(da.astype(mma), (qa * eq).astype(mma), ta=True)
+            dq_blocks.append(dqa)
+        return jnp.concatenate(dq_blocks, axis=0), dk + jnp.concatenate(dk_blocks, axis=0)
+
+    return _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form)
 
 
 # --------------------------------------------------------------------------- gated
 
 
-def _gated_fwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks, write_h):
+def _gated_fwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks, write_h, log_space):
     q_ref, k_ref, v_ref, g_ref, *refs = refs
     grow_ref = refs.pop(0) if scalar else None
     segc_ref, segr_ref = (refs.pop(0), refs.pop(0)) if has_seg else (None, None)
@@ -132,7 +177,7 @@ def _gated_fwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks, write_h):
     mma = v.dtype
     m = _masks(segc_ref, segr_ref)
     b, b_last, b_row = _gate_cumsums(g_ref, grow_ref, scalar)
-    scores = _scores(q, k, b, b_row, m, scalar, sub, mma)
+    scores = _scores(q, k, b, b_row, m, scalar, sub, mma, log_space)
     qe = tiles.where(m.first, q.astype(F32) * jnp.exp(b))
     o = dot(scores.astype(mma), v) + dot(qe.astype(mma), s.astype(mma))
     o_ref[...] = (scale * o).astype(o_ref.dtype)
@@ -187,7 +232,7 @@ def _seg_layouts(seg, chunk):
     return seg[..., None], seg.reshape(batch, time // chunk, 1, chunk)
 
 
-def gated_forward(q, k, v, g, seg, h0, *, scale, chunk, sub, write_h, interpret):
+def gated_forward(q, k, v, g, seg, h0, *, scale, chunk, sub, write_h, interpret, log_space=0.0):
     """Head-major ``q, k`` ``[B, H, T, dk]``, ``v`` ``[B, H, T, dv]``, ``g`` ``[B, H, T, dk or 1]``,
     ``seg`` ``[B, T]`` or None, ``h0`` ``[B, H, dk, dv]`` f32 -> ``o`` (v's dtype), final state
     and, with ``write_h``, the states entering the chunks ``[B, H, N, dk, dv]`` (v's dtype)."""
@@ -206,7 +251,7 @@ def gated_forward(q, k, v, g, seg, h0, *, scale, chunk, sub, write_h, interpret)
         out_dims.append(("states", dk, dv))
     out = pl.pallas_call(
         functools.partial(_gated_fwd_kernel, scale=scale, sub=sub, scalar=scalar, has_seg=bool(segs),
-                          num_chunks=n, write_h=write_h),
+                          num_chunks=n, write_h=write_h, log_space=float(log_space)),
         out_shape=tuple(out_shape),
         grid=(batch, heads, n),
         in_specs=_specs(chunk, False, n, *dims, ("state", dk, dv)),
@@ -219,7 +264,7 @@ def gated_forward(q, k, v, g, seg, h0, *, scale, chunk, sub, write_h, interpret)
     return out if write_h else out + (None,)
 
 
-def _gated_bwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks):
+def _gated_bwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks, log_space):
     q_ref, k_ref, v_ref, g_ref, *refs = refs
     grow_ref = refs.pop(0) if scalar else None
     segc_ref, segr_ref = (refs.pop(0), refs.pop(0)) if has_seg else (None, None)
@@ -238,7 +283,7 @@ def _gated_bwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks):
     m = _masks(segc_ref, segr_ref)
     b, b_last, b_row = _gate_cumsums(g_ref, grow_ref, scalar)
     qf, kf = q.astype(F32), k.astype(F32)
-    scores = _scores(q, k, b, b_row, m, scalar, sub, mma)
+    scores = _scores(q, k, b, b_row, m, scalar, sub, mma, log_space)
     key_decay = tiles.where(m.to_last, jnp.exp(b_last - b))
     dv_ref[...] = (scale * dot(scores.astype(mma), do, ta=True)
                    + dot((kf * key_decay).astype(mma), ds.astype(mma))).astype(dv_ref.dtype)
@@ -256,20 +301,9 @@ def _gated_bwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks):
         x = jnp.sum(qf * dq - kf * dk, axis=1, keepdims=True)
         dg = _rev_cumsum(x) + jnp.sum(extra, axis=1, keepdims=True)
     else:
-        dq_blocks, dk_blocks = [], []
-        for a, (qa, ka, ba, ref, rel) in enumerate(_vector_blocks(qf, kf, b, sub)):
-            da = d_scores[a * sub:(a + 1) * sub]
-            dd = dot(da, _select(sub, c, a), tb=True)[:, :, None]  # [s, s, 1]: the diagonal block of dA
-            dqa = jnp.sum(dd * ka[None, :, :] * rel, axis=1)
-            dk_blocks.append(jnp.sum(dd * qa[:, None, :] * rel, axis=0))
-            if ref is not None:
-                eq = jnp.exp(ba - ref)
-                ek = jnp.exp(jnp.where(rows(c) < a * sub, ref - b, NEG_INF))
-                dqa += eq * dot(da.astype(mma), (kf * ek).astype(mma))
-                dk += ek * dot(da.astype(mma), (qa * eq).astype(mma), ta=True)
-            dq_blocks.append(dqa)
-        dq += jnp.concatenate(dq_blocks, axis=0)
-        dk += jnp.concatenate(dk_blocks, axis=0)
+        dq_intra, dk_intra = _vector_intra_grads(qf, kf, b, d_scores, sub, mma, log_space)
+        dq += dq_intra
+        dk += dk_intra
         dg = _rev_cumsum(qf * dq - kf * dk) + extra
     dq_ref[...] = dq.astype(dq_ref.dtype)
     dk_ref[...] = dk.astype(dk_ref.dtype)
@@ -283,7 +317,7 @@ def _gated_bwd_kernel(*refs, scale, sub, scalar, has_seg, num_chunks):
         dh0_ref[...] = ds
 
 
-def gated_backward(q, k, v, g, seg, h, do, dfinal, *, scale, chunk, sub, g_dtype, interpret):
+def gated_backward(q, k, v, g, seg, h, do, dfinal, *, scale, chunk, sub, g_dtype, interpret, log_space=0.0):
     """Reverse walk: ``dq, dk, dv`` (their dtypes), ``dg`` (``g_dtype``, g's shape) and ``dh0``.
 
     ``h`` ``[B, H, N, dk, dv]`` from :func:`gated_forward`; other arrays as there; ``do`` like v.
@@ -299,7 +333,7 @@ def gated_backward(q, k, v, g, seg, h, do, dfinal, *, scale, chunk, sub, g_dtype
     args = [q, k, v, g] + ([grow] if scalar else []) + list(segs) + [h, do, dfinal]
     return pl.pallas_call(
         functools.partial(_gated_bwd_kernel, scale=scale, sub=sub, scalar=scalar, has_seg=bool(segs),
-                          num_chunks=n),
+                          num_chunks=n, log_space=float(log_space)),
         out_shape=(jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype),
                    jax.ShapeDtypeStruct(v.shape, v.dtype), jax.ShapeDtypeStruct(g.shape, g_dtype),
                    jax.ShapeDtypeStruct(dfinal.shape, F32)),

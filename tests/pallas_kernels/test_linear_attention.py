@@ -214,6 +214,23 @@ def test_tpu_kernels_interpreted_match_reference(op, monkeypatch):
         _value_and_grads.clear_cache()
 
 
+def test_tpu_gla_takes_either_form_per_chunk(monkeypatch):
+    """The TPU kernels' two intra-chunk forms: mild gates in row 0 (chunk-start form), log gates down
+    to -30 in row 1 (sub-chunks), then the sub-chunk form everywhere (``log_space_nats=0``)."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the TPU kernels run interpreted only on a CPU")
+    monkeypatch.setattr(api, "_platform", lambda: "tpu")
+    q, k, v, g, h0 = _inputs("gla")
+    g = g.at[1].set(jnp.asarray(RNG.uniform(-30.0, 0.0, (T, H, DK)), jnp.float32))
+    _value_and_grads.clear_cache()
+    try:
+        _compare("gla", (q, k, v, g, h0), chunk_size=32, segments=True, modes=("naive",))
+        _with_row(monkeypatch, log_space_nats=0.0)
+        _compare("gla", (q, k, v, g, h0), chunk_size=32, segments=False, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
+
+
 # --------------------------------------------------------------------------- lowering without hardware
 
 
