@@ -249,13 +249,6 @@ def _key_factor(b, b_ref, cs, sub, a):
     return jnp.exp(jnp.where(sub.i < a * sub.s, r_a - b, NEG_INF))
 
 
-def _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, *operands):
-    """``chunk_start_form(*operands)`` where the block's decays fit in log space, else the other."""
-    if log_space <= 0:
-        return sub_chunk_form(*operands)
-    return lax.cond(jnp.min(b) >= -log_space, chunk_start_form, sub_chunk_form, *operands)
-
-
 def _vector_scores(q_ref, k_ref, b_ref, *, dk, bk, sub, mma, log_space):
     """``A_ij = sum_d q_id k_jd exp(b_id - b_jd)`` for ``j <= i`` (0 above the diagonal), ``[C, C]`` f32."""
     scores = jnp.zeros((sub.c, sub.c), F32)
@@ -282,7 +275,7 @@ def _vector_scores(q_ref, k_ref, b_ref, *, dk, bk, sub, mma, log_space):
 
             return lax.fori_loop(1, sub.s, lag, scores)
 
-        scores = _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, scores)
+        scores = tiles.by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, scores)
     return scores
 
 
@@ -488,7 +481,7 @@ def _vector_intra_grads(q, k, b, b_ref, q_ref, k_ref, cs, d_scores, dk, sub, mma
 
         return lax.fori_loop(1, sub.s, lag, (dq, dk))
 
-    return _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, dk)
+    return tiles.by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, dk)
 
 
 def grads(q, k, v, b, seg, h, dh, scores, do, *, scale, chunk, sub, bk, bv, warps, g_dtype, interpret,

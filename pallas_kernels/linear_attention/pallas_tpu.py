@@ -93,13 +93,6 @@ def _select(s, c, a):
     return (cols(c) == rows(s) + a * s).astype(F32)
 
 
-def _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, *operands):
-    """``chunk_start_form(*operands)`` where the chunk's decays fit in log space, else the other."""
-    if log_space <= 0:
-        return sub_chunk_form(*operands)
-    return lax.cond(jnp.min(b) >= -log_space, chunk_start_form, sub_chunk_form, *operands)
-
-
 def _scores(q, k, b, b_row, m, scalar, sub, mma, log_space):
     """Intra-chunk scores ``A`` ``[C, C]`` f32 (j <= i, same segment)."""
     c = q.shape[0]
@@ -123,7 +116,7 @@ def _scores(q, k, b, b_row, m, scalar, sub, mma, log_space):
             blocks.append(block)
         return tiles.where(m.same, jnp.concatenate(blocks, axis=0))
 
-    return _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form)
+    return tiles.by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form)
 
 
 def _vector_intra_grads(qf, kf, b, d_scores, sub, mma, log_space):
@@ -151,7 +144,7 @@ def _vector_intra_grads(qf, kf, b, d_scores, sub, mma, log_space):
             dq_blocks.append(dqa)
         return jnp.concatenate(dq_blocks, axis=0), dk + jnp.concatenate(dk_blocks, axis=0)
 
-    return _by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form)
+    return tiles.by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form)
 
 
 # --------------------------------------------------------------------------- gated

@@ -92,6 +92,15 @@ def both(a, b):
     return a if b is None else a & b
 
 
+def by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, *operands):
+    """GLA's run-time choice of intra-chunk form: ``chunk_start_form(*operands)`` when every cumulative
+    gate of the tile ``b`` stays above ``-log_space`` nats (so ``exp(-b) <= e^log_space``), else
+    ``sub_chunk_form(*operands)``; ``log_space <= 0`` always takes the sub-chunk form."""
+    if log_space <= 0:
+        return sub_chunk_form(*operands)
+    return lax.cond(jnp.min(b) >= -log_space, chunk_start_form, sub_chunk_form, *operands)
+
+
 def inverse_unit_lower(lower):
     """``(I + lower)^-1`` for a strictly lower-triangular ``[n, n]`` float32 tile (forward substitution)."""
     n = lower.shape[0]
