@@ -5,7 +5,10 @@
 lists them), optionally with ``:ARG`` for ``get_config(ARG)``; ``--workdir``;
 ``--config.KEY=VALUE`` overrides of any key, including the chosen mixer's and
 task's options (applied by :mod:`sequax.train.overrides` after the file is
-loaded, so each value gets its key's type). Mistakes end in one line on
+loaded, so each value gets its key's type; in a config with several runs they
+are applied to each run after the run's own settings, so
+``--config.optimizer.learning_rate=3e-3`` holds for every run even where a run
+sets its own rate). Mistakes end in one line on
 stderr. Exit statuses:
 
 - 0: the run finished (or the workdir was already finished);
@@ -102,6 +105,7 @@ def parse_flags(argv):
         apply_overrides(config, overrides)
     except ValueError as e:
         sys.exit(f"error: a --config override does not fit the config: {e}")
+    config.experiment.command_line = "\n".join(f"{key}={text}" for key, text in overrides)
     return remaining
 
 

@@ -16,11 +16,12 @@ import copy
 import fnmatch
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ml_collections
 
 from sequax.train import train_and_evaluate, validate
+from sequax.train.overrides import apply_overrides
 from sequax.train.workdir import check_workdir, write_json
 
 DEFAULT_RUN = "run"
@@ -57,9 +58,22 @@ def merge(config: ml_collections.ConfigDict, overrides: Dict[str, Any], where: s
                 raise ValueError(f"{path} takes a {type(config[key]).__name__}, got {value!r}") from None
 
 
+def command_line_overrides(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
+    """The ``(KEY, VALUE)`` overrides typed on the command line (``experiment.command_line``), less the
+    ``experiment.*`` ones (they select runs; a run has none of its own)."""
+    lines = [line for line in str(config.experiment.get("command_line", "")).split("\n") if line]
+    pairs = [tuple(line.split("=", 1)) for line in lines]
+    return [(key, text) for key, text in pairs if not key.startswith("experiment.")]
+
+
 def run_configs(config: ml_collections.ConfigDict) -> Dict[str, ml_collections.ConfigDict]:
-    """``{run name: its full config}``; each has no ``experiment.runs`` of its own."""
+    """``{run name: its full config}``; each has no ``experiment.runs`` of its own.
+
+    A run is the config with its overrides merged in, then the command line's
+    overrides again (what is typed wins over what a run sets).
+    """
     runs = dict(config.experiment.runs) or {DEFAULT_RUN: {}}
+    typed = command_line_overrides(config)
     out = {}
     for name, overrides in runs.items():
         if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
@@ -67,6 +81,11 @@ def run_configs(config: ml_collections.ConfigDict) -> Dict[str, ml_collections.C
         run = copy.deepcopy(config)
         run.experiment.runs = ml_collections.ConfigDict()
         merge(run, dict(overrides or {}), f"experiment.runs.{name}")
+        try:
+            apply_overrides(run, typed)
+        except ValueError as e:
+            raise ValueError(f"run {name!r}: a --config override does not fit it after its own settings: "
+                             f"{e}") from None
         validate(run)
         out[name] = run
     return out

@@ -98,6 +98,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.experiment.runs = ml_collections.ConfigDict()
     c.experiment.only = ""  # comma-separated run names or fnmatch patterns to train now; "" trains all
     c.experiment.rope_scalings = ""  # length generalisation: also evaluate RoPE runs with these ("linear,ntk")
+    # Set by the command line (sequax.experiments.cli): its --config.KEY=VALUE overrides as "KEY=VALUE"
+    # lines, applied again to every run after the run's own overrides, so what is typed wins.
+    c.experiment.command_line = ""
 
     # Device mesh axis sizes (sequax.parallel.mesh); one may be -1 (the devices the others leave).
     # data, fsdp: split the batch; fsdp also parameters and optimizer state; tensor: heads, MLP and

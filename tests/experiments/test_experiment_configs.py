@@ -84,3 +84,32 @@ def test_lra_recipes_take_a_training_step_on_listops(mixer, tmp_path):
     summary = train_and_evaluate(run, str(tmp_path / "w"))
     assert summary["step"] == 1 and np.isfinite(summary["train_loss"]) and 0 <= summary["test_accuracy"] <= 1
     assert os.path.exists(tmp_path / "w" / "metrics.json")
+
+
+def test_the_command_line_wins_over_a_runs_own_settings():
+    """``--config.optimizer.learning_rate`` holds for every run of a sweep, even runs that set a rate
+    (``experiment.command_line``, recorded by the CLI); a typed option no run's mixer has is refused."""
+    config = configs.get("recall/mqar_sweep", "gla,mamba")
+    assert {round(r.optimizer.learning_rate, 6) for r in run_configs(config).values()} == {1e-2, 3e-3}
+    config.experiment.command_line = "optimizer.learning_rate=0.0005\ntrain.num_steps=7\nexperiment.only=gla_*"
+    runs = run_configs(config)
+    assert {r.optimizer.learning_rate for r in runs.values()} == {0.0005}
+    assert {r.train.num_steps for r in runs.values()} == {7}
+    config.experiment.command_line = "model.mixer_kwargs.d_state=8"
+    with pytest.raises(ValueError, match="run 'gla_.*has no option 'd_state'"):
+        run_configs(config)
+
+
+def test_the_cli_records_what_was_typed():
+    from absl import flags
+
+    from sequax.experiments import cli
+
+    try:
+        cli.parse_flags(["prog", "--config", "recall/mqar_sweep:gla", "--workdir", "/tmp/unused",
+                         "--config.optimizer.learning_rate=0.0005", "--config.experiment.only=gla_T64_*"])
+        config = cli._CONFIG.value
+        assert config.experiment.command_line == "optimizer.learning_rate=0.0005\nexperiment.only=gla_T64_*"
+        assert {r.optimizer.learning_rate for r in run_configs(config).values()} == {0.0005}
+    finally:
+        flags.FLAGS.unparse_flags()  # absl's flags are process-wide
