@@ -12,14 +12,20 @@ from sequax.train.interrupt import StopSignals, TrainingInterrupted, exit_status
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="signal handlers need the main thread")
 def test_the_first_signal_is_recorded_and_a_second_would_end_the_process():
-    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    with StopSignals() as stop:
-        assert stop.signum is None
-        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before the next line
-        assert stop.signum == signal.SIGTERM
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    # SIGINT as in a foreground process: a background job (`cmd &`) inherits it ignored, and an
+    # ignored signal is left alone (the next test)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+        with StopSignals() as stop:
+            assert stop.signum is None
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before the next line
+            assert stop.signum == signal.SIGTERM
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
