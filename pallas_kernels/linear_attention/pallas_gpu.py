@@ -257,8 +257,7 @@ def _vector_scores(q_ref, k_ref, b_ref, *, dk, bk, sub, mma, log_space):
         q, k, b = q_ref[:, cs].astype(F32), k_ref[:, cs].astype(F32), b_ref[:, cs]
 
         def chunk_start_form(scores, q=q, k=k, b=b):
-            qhat, khat = (q * jnp.exp(b)).astype(mma), (k * jnp.exp(-b)).astype(mma)
-            return scores + jnp.where(sub.i >= sub.j, dot(qhat, khat, tb=True), 0.0)
+            return scores + jnp.where(sub.i >= sub.j, tiles.chunk_start_scores(q, k, b, mma), 0.0)
 
         def sub_chunk_form(scores, q=q, k=k, b=b, cs=cs):
             qhat = (q * _query_factor(b, b_ref, cs, sub)).astype(mma)
@@ -449,10 +448,8 @@ def _vector_intra_grads(q, k, b, b_ref, q_ref, k_ref, cs, d_scores, dk, sub, mma
     """
 
     def chunk_start_form(dk):
-        e, inv = jnp.exp(b), jnp.exp(-b)
-        ds = d_scores.astype(mma)
-        dq = e * dot(ds, (k * inv).astype(mma))
-        return dq, dk + inv * dot(ds, (q * e).astype(mma), ta=True)
+        dq, dk_intra = tiles.chunk_start_grads(q, k, b, d_scores, mma)
+        return dq, dk + dk_intra
 
     def sub_chunk_form(dk):
         eq = _query_factor(b, b_ref, cs, sub)

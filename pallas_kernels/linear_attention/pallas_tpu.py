@@ -102,8 +102,7 @@ def _scores(q, k, b, b_row, m, scalar, sub, mma, log_space):
     qf, kf = q.astype(F32), k.astype(F32)
 
     def chunk_start_form():
-        qhat, khat = (qf * jnp.exp(b)).astype(mma), (kf * jnp.exp(-b)).astype(mma)
-        return jnp.where(causal, dot(qhat, khat, tb=True), 0.0)
+        return jnp.where(causal, tiles.chunk_start_scores(qf, kf, b, mma), 0.0)
 
     def sub_chunk_form():
         blocks = []
@@ -124,9 +123,7 @@ def _vector_intra_grads(qf, kf, b, d_scores, sub, mma, log_space):
     c = qf.shape[0]
 
     def chunk_start_form():
-        e, inv = jnp.exp(b), jnp.exp(-b)
-        ds = d_scores.astype(mma)
-        return e * dot(ds, (kf * inv).astype(mma)), inv * dot(ds, (qf * e).astype(mma), ta=True)
+        return tiles.chunk_start_grads(qf, kf, b, d_scores, mma)
 
     def sub_chunk_form():
         dq_blocks, dk_blocks = [], []

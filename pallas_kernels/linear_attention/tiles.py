@@ -101,6 +101,19 @@ def by_chunk_start(b, log_space, chunk_start_form, sub_chunk_form, *operands):
     return lax.cond(jnp.min(b) >= -log_space, chunk_start_form, sub_chunk_form, *operands)
 
 
+def chunk_start_scores(q, k, b, mma):
+    """``q_i . k_j exp(b_i - b_j)`` ``[C, C]`` f32 for every pair, factored through the chunk start as
+    ``(q exp(b)) (k exp(-b))^T`` (one matmul; mask it to ``j <= i``); float32 ``q, k, b`` ``[C, d]``."""
+    return dot((q * jnp.exp(b)).astype(mma), (k * jnp.exp(-b)).astype(mma), tb=True)
+
+
+def chunk_start_grads(q, k, b, d_scores, mma):
+    """``(dq, dk)`` of :func:`chunk_start_scores` for ``d_scores`` (dL/dA ``[C, C]`` f32, already masked)."""
+    e, inv = jnp.exp(b), jnp.exp(-b)
+    ds = d_scores.astype(mma)
+    return e * dot(ds, (k * inv).astype(mma)), inv * dot(ds, (q * e).astype(mma), ta=True)
+
+
 def inverse_unit_lower(lower):
     """``(I + lower)^-1`` for a strictly lower-triangular ``[n, n]`` float32 tile (forward substitution)."""
     n = lower.shape[0]
