@@ -8,6 +8,11 @@ Each mixer trains the same backbone (``model.num_layers`` blocks of width
 ``sequax.train.train_and_evaluate`` for ``--steps`` steps in a fresh temporary
 workdir; the trainer's own tokens/s (compilation excluded) is reported, with
 the ratio to the first mixer listed. One JSON line per mixer.
+
+``--profile`` instead profiles one loss-and-gradient step of each model (no
+optimizer) and prints where its device time goes, per module summed over the
+layers (``blocks/GLA/gk_up``) and per op (``experiments.bench.profile``): the
+breakdown that says which part of a block to make faster.
 """
 
 from __future__ import annotations
@@ -62,6 +67,24 @@ def config_for(mixer, args):
     return c
 
 
+def profile_step(config, top=30):
+    """Device time of one loss-and-gradient step of ``config``'s model, by module and by op."""
+    import jax
+    import numpy as np
+
+    from experiments.bench.profile import device_op_times
+    from sequax.data import make_task
+    from sequax.models.backbone import build_model
+    from sequax.train.trainer import loss_and_metrics
+
+    model = build_model(config.model)
+    task = make_task(config.data.task, **dict(config.data.task_kwargs))
+    batch = {k: jax.numpy.asarray(v) for k, v in task.batch(np.random.default_rng(0), config.train.batch_size).items()}
+    params = jax.jit(lambda b: model.init(jax.random.PRNGKey(0), b["inputs"])["params"])(batch)
+    step = jax.jit(jax.grad(lambda p, b: loss_and_metrics(model, p, b, jax.random.PRNGKey(1), True)[0]))
+    return device_op_times(step, params, batch, top=top)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mixers", default="attention,mamba,gla,hyena")
@@ -71,7 +94,17 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--mlp_ratio", type=float, default=2.0)
+    parser.add_argument("--profile", action="store_true", help="profile one gradient step per mixer instead")
     args = parser.parse_args()
+    if args.profile:
+        for mixer in args.mixers.split(","):
+            record = dict(case="train_profile", device=device_kind(), mixer=mixer, layers=args.layers,
+                          d_model=args.d_model, length=args.length, batch=args.batch)
+            try:
+                emit(**record, **profile_step(config_for(mixer, args)))
+            except Exception as e:  # noqa: BLE001
+                emit(**record, error=f"{type(e).__name__}: {str(e)[:300]}")
+        return
     from sequax.train import train_and_evaluate
 
     baseline = None

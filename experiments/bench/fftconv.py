@@ -119,6 +119,48 @@ def short_conv_case(shape=(8, 4096, 3072), taps=4):
     run_case("short_conv", measure, shape=list(shape), taps=taps, dtype="bfloat16")
 
 
+# Rows of ``diagnose``: which resource bounds the kernel (matmul precision, on-chip level size,
+# radix, tile width, warps), each an override of the device's table row.
+DIAGNOSE_ROWS = [
+    {}, dict(precision="bf16"), dict(precision="f32"),
+    dict(max_size=512), dict(max_size=1024), dict(max_size=4096),
+    dict(dense_max=32), dict(dense_max=128),
+    dict(tile=2048, tile_bwd=2048), dict(tile=4096, tile_bwd=2048), dict(tile=16384, tile_bwd=8192),
+    dict(num_warps=4), dict(num_warps=16),
+]
+
+
+def diagnose(lengths=(1024, 16384), rows=None, profile=True):
+    """Per override row: forward and forward+backward ms at ``[8, L, 1024]`` float32 beside
+    ``jnp.fft`` in the same run, and (``profile``) the default row's device time per kernel pass."""
+    from experiments.bench.profile import device_op_times
+
+    for length in lengths:
+        batch = _batch(length)
+        ku, kk = jax.random.split(jax.random.PRNGKey(0))
+        u = jax.random.normal(ku, (batch, length, CHANNELS), jnp.float32)
+        k = jax.random.normal(kk, (length, CHANNELS), jnp.float32) / length**0.5
+        xla_fwd, xla_both = fwd_bwd(lambda u, k: fft_conv(u, k, backend="xla"), argnums=(0, 1))
+        base = dict(xla_fwd_ms=time_ms(xla_fwd, u, k, iters=5), xla_fwd_bwd_ms=time_ms(xla_both, u, k, iters=5))
+        ref = xla_fwd(u, k)
+        for row in (DIAGNOSE_ROWS if rows is None else rows):
+            def measure(row=row):
+                fwd, both = fwd_bwd(lambda u, k: convolve(u, k, causal=True, **row), argnums=(0, 1))
+                y = fwd(u, k)
+                r = dict(base, rel_err=float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref)),
+                         fwd_ms=time_ms(fwd, u, k, iters=5), fwd_bwd_ms=time_ms(both, u, k, iters=5))
+                r["speedup_fwd"], r["speedup_fwd_bwd"] = r["xla_fwd_ms"] / r["fwd_ms"], r["xla_fwd_bwd_ms"] / r["fwd_bwd_ms"]
+                return r
+
+            run_case("fft_conv/diagnose", measure, batch=batch, length=length, channels=CHANNELS, row=row)
+        if profile:
+            for name, fn in (("fwd", jax.jit(lambda u, k: convolve(u, k, causal=True))),
+                             ("fwd_bwd", fwd_bwd(lambda u, k: convolve(u, k, causal=True), argnums=(0, 1))[1]),
+                             ("xla_fwd_bwd", xla_both)):
+                run_case("fft_conv/profile", lambda fn=fn: device_op_times(fn, u, k, top=12, depth=2),
+                         batch=batch, length=length, what=name)
+
+
 def run(quick: bool) -> None:
     short_conv_case()
     if quick:

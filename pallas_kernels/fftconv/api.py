@@ -86,9 +86,9 @@ def _plans(length, taps, channels, platform, overrides):
     cfg = block_sizes(kind="tpu" if platform == "tpu" else None, **overrides)
     n = fft_size(length + taps - 1)
     kw = dict(max_size=cfg["max_size"], dense_max=cfg["dense_max"], precision=cfg["precision"],
-              num_warps=cfg["num_warps"], two_stage=cfg["two_stage"])
-    plan = make_plan(n, channels, tile=cfg["tile"], **kw)
-    bwd = make_plan(n, channels, tile=cfg["tile_bwd"], **kw)
+              two_stage=cfg["two_stage"])
+    plan = make_plan(n, channels, tile=cfg["tile"], num_warps=cfg["num_warps"], **kw)
+    bwd = make_plan(n, channels, tile=cfg["tile_bwd"], num_warps=cfg["num_warps_bwd"] or cfg["num_warps"], **kw)
     # Same levels in both (the HBM layouts do not depend on the tile width).
     assert [lv.size for lv in plan.levels] == [lv.size for lv in bwd.levels]
     return plan, bwd

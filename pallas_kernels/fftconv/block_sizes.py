@@ -11,7 +11,8 @@
   filter's gradient accumulator as well).
 - ``precision``: ``"bf16x3"`` (split-bf16 matmuls, ~1e-5 relative error, the
   default), ``"bf16"`` (~4e-3) or ``"f32"`` (CUDA cores; slow).
-- ``num_warps``: Triton warps per program (GPU).
+- ``num_warps``: Triton warps per program (GPU); ``num_warps_bwd``: those of the
+  backward's passes (``None``: the same).
 
 Rows are looked up by the start of ``jax.devices()[0].device_kind`` (lower
 case); ``"default"`` serves any other device and interpret mode.
@@ -24,7 +25,7 @@ TABLE = {
     "nvidia h100": dict(max_size=2048, dense_max=64, tile=8192, tile_bwd=4096, num_warps=8),
     "tpu": dict(max_size=256, dense_max=256, two_stage=False),
     "default": dict(max_size=2048, dense_max=64, two_stage=True, tile=8192, tile_bwd=4096, num_warps=8,
-                    precision="bf16x3"),
+                    num_warps_bwd=None, precision="bf16x3"),
 }
 
 

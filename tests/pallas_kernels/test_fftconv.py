@@ -170,6 +170,13 @@ def test_plans():
     assert plan.fft_size(37) == 256 and plan.fft_size(32769) == 1 << 16
 
 
+def test_backward_warps_are_their_own_table_key():
+    fwd, bwd = api._plans(16384, 16384, 1024, "gpu", dict(num_warps=8, num_warps_bwd=4))
+    assert (fwd.num_warps, bwd.num_warps) == (8, 4)
+    fwd, bwd = api._plans(16384, 16384, 1024, "gpu", dict(num_warps=8))
+    assert bwd.num_warps == 8  # None: the forward's
+
+
 def test_dispatch_refuses_what_the_kernel_cannot_do():
     f64 = jax.ShapeDtypeStruct((2, 64, 4), jnp.float64)
     assert "float32" in why_not(f64, jax.ShapeDtypeStruct((8, 4), jnp.float32))
