@@ -228,8 +228,38 @@ SWEEP = {
 SWEEP_SHAPE = (4, 16, 8192, 128)
 
 
+def softcap_tanh_cases(shape=SWEEP_SHAPE, softcap=30.0):
+    """Causal softcapped attention with the tanh written through exp2 and as PTX ``tanh.approx``,
+    same run: time, and each one's largest difference from the float32 XLA reference."""
+    from pallas_kernels.flash_attention import block_sizes as table
+
+    args = _inputs(*shape)
+    flops = _flops(*shape, True)
+    opts = dict(causal=True, softcap=softcap)
+    ref_args = tuple(x.astype(jnp.float32) for x in args)
+    ref = jax.jit(lambda q, k, v: attention(q, k, v, backend="xla", mode="blockwise", **opts))(*ref_args)
+    saved = dict(table.SOFTCAP_TANH)
+    try:
+        for form in ("exp2", "approx"):
+            table.SOFTCAP_TANH["default"] = form
+
+            def case(form=form):
+                f = _ours(opts)
+                r = _timed(f, args, flops)
+                r["max_abs_diff_vs_f32"] = float(jnp.max(jnp.abs(jax.jit(f)(*args).astype(jnp.float32) - ref)))
+                return r
+
+            run_case(f"attention/softcap_tanh/{form}", case, B=shape[0], H=shape[1], L=shape[2], D=shape[3],
+                     softcap=softcap)
+    finally:
+        table.SOFTCAP_TANH.clear()
+        table.SOFTCAP_TANH.update(saved)
+
+
 def sweep():
-    """Block-size rows of the Triton kernels on plain causal attention at ``SWEEP_SHAPE``, one line each."""
+    """The softcap's tanh forms, then block-size rows of the Triton kernels on plain causal attention at
+    ``SWEEP_SHAPE``, one line each."""
+    softcap_tanh_cases()
     shape = SWEEP_SHAPE
     args = _inputs(*shape)
     flops = _flops(*shape, True)

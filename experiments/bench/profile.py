@@ -92,6 +92,12 @@ def device_op_times(jitted: Callable, *args, iters: int = 3, top: int = 25, dept
             return dict(device_ms_per_iter=0.0, ops=[], modules=[], note="no trace written")
         with gzip.open(files[0]) as f:
             trace = json.load(f)
+    return summarize(trace, names, iters=iters, top=top, depth=depth)
+
+
+def summarize(trace: dict, names: Dict[str, str], *, iters: int = 1, top: int = 25, depth: int = 3) -> Dict:
+    """Device time per op and per module (see :func:`device_op_times`) of a loaded trace;
+    ``names``: HLO op -> name stack (:func:`op_names`)."""
     events = _device_events(trace)
     by_op = collections.Counter()
     for e in events:

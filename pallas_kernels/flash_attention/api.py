@@ -34,6 +34,7 @@ import numpy as np
 from pallas_kernels.platform import platform as _platform
 from pallas_kernels.flash_attention import masks, pallas_gpu
 from pallas_kernels.flash_attention.block_sizes import block_sizes as table_block_sizes
+from pallas_kernels.flash_attention.block_sizes import softcap_tanh as table_softcap_tanh
 from pallas_kernels.flash_attention.masks import MaskSpec
 from pallas_kernels.flash_attention.scores import LOG2E, ScoreSpec
 from pallas_kernels.flash_attention.spec import KernelSpec
@@ -267,7 +268,8 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
     score = ScoreSpec(scale=float(head_dim**-0.5 if scale is None else scale),
                       softcap=None if softcap is None else float(softcap),
                       alibi=alibi_slopes is not None,
-                      alibi_cap=None if alibi_max_distance is None else int(alibi_max_distance))
+                      alibi_cap=None if alibi_max_distance is None else int(alibi_max_distance),
+                      tanh=_softcap_tanh(backend, interpret, q.dtype, softcap))
 
     aux, batched_positions = _mask_arrays(positions, segment_ids, layout, alibi_slopes, batch=batch,
                                           heads=heads, q_len=q_len, kv_len=kv_len, q_pad=q_pad, kv_pad=kv_pad)
@@ -302,6 +304,14 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
     o, lse = _flash(qp, kp, vp, aux, plan)
     o, lse = o[:, :q_len, :, :v_dim], lse[:, :, :q_len]
     return (o, lse) if return_lse else o
+
+
+def _softcap_tanh(backend, interpret, dtype, softcap) -> str:
+    """The softcap's tanh form: the table's (``"approx"`` possible) only for compiled Triton kernels
+    on 16-bit inputs; ``"exp2"`` everywhere else (interpret mode, TPU, float32 inputs)."""
+    if softcap is None or interpret or backend != "triton" or jnp.dtype(dtype).itemsize > 2:
+        return "exp2"
+    return table_softcap_tanh()
 
 
 def _pad_to_multiple(n, block):

@@ -43,6 +43,18 @@ TABLE = {
 }
 
 
+# The softcap's tanh in compiled Triton kernels on 16-bit inputs (``scores.ScoreSpec.tanh``):
+# "exp2" until "approx" is measured faster on a device (benchmark_attention.py --sweep).
+SOFTCAP_TANH = {"default": "exp2"}
+
+
+def softcap_tanh(kind: str = None) -> str:
+    """``"exp2"`` or ``"approx"``: the softcap's tanh for compiled GPU kernels on ``kind``."""
+    kind = (kind or jax.devices()[0].device_kind).lower()
+    return next((v for k, v in SOFTCAP_TANH.items() if k != "default" and kind.startswith(k)),
+                SOFTCAP_TANH["default"])
+
+
 def block_sizes(head_dim: int, kind: str = None, **overrides):
     """``{"fwd": row, "dq": row, "dkdv": row}`` for ``head_dim`` on device ``kind`` (default device).
 

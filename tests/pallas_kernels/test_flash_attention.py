@@ -19,6 +19,7 @@ from pallas_kernels.flash_attention.block_sizes import TABLE
 from pallas_kernels.flash_attention.scores import tanh_exp2
 from sequax.ops import positional
 from sequax.ops.attention import attention, attention_mask, block_sparse_layout, combine_attention
+from tests.conftest import requires_gpu
 
 pytestmark = pytest.mark.gpu
 ON_CPU = jax.default_backend() == "cpu"
@@ -275,6 +276,54 @@ def test_triton_kernels_lower_for_cuda_at_benchmark_blocks(dtype, head_dim):
             return jnp.sum(jax.tree_util.tree_leaves(out)[0].astype(jnp.float32))
 
         jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, k, k).lower(lowering_platforms=("cuda",))
+
+
+def test_softcap_tanh_approx_lowers_for_cuda_and_is_kept_off_interpret_and_float32(monkeypatch):
+    from pallas_kernels.flash_attention import block_sizes as table
+
+    monkeypatch.setitem(table.SOFTCAP_TANH, "default", "approx")
+    assert api._softcap_tanh("triton", False, jnp.bfloat16, 30.0) == "approx"
+    assert api._softcap_tanh("triton", True, jnp.bfloat16, 30.0) == "exp2"  # interpret: no PTX
+    assert api._softcap_tanh("triton", False, jnp.float32, 30.0) == "exp2"  # float32 keeps the exact form
+    assert api._softcap_tanh("tpu", False, jnp.bfloat16, 30.0) == "exp2"
+    q = jnp.ones((1, 256, 2, 128), jnp.bfloat16)
+
+    def loss(q, k, v):
+        out = api.flash_attention(q, k, v, causal=True, softcap=30.0, interpret=False, backend="triton",
+                                  block_sizes=TABLE["nvidia h200"][128])
+        return jnp.sum(out.astype(jnp.float32))
+
+    text = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, q, q).lower(lowering_platforms=("cuda",)).as_text()
+    assert "tanh.approx.f32" in text
+    monkeypatch.setitem(table.SOFTCAP_TANH, "default", "exp2")
+    text = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, q, q).lower(lowering_platforms=("cuda",)).as_text()
+    assert "tanh.approx" not in text
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_softcap_tanh_approx_within_the_bf16_references_own_error(monkeypatch):
+    """On a GPU: the PTX tanh's output and gradients differ from the float32 reference by no more than
+    the bf16 reference (the same math in bf16) does."""
+    from pallas_kernels.flash_attention import block_sizes as table
+
+    monkeypatch.setitem(table.SOFTCAP_TANH, "default", "approx")
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    q, k, v = (3.0 * jax.random.normal(key, (2, 512, 4, 128), jnp.float32) for key in keys)
+    qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    opts = dict(causal=True, softcap=30.0)
+
+    def loss(f, q, k, v):
+        return jnp.sum(jnp.sin(f(q, k, v).astype(jnp.float32)))
+
+    ours = jax.jit(jax.value_and_grad(lambda *a: loss(lambda *b: api.flash_attention(*b, **opts), *a), (0, 1, 2)))
+    ref = jax.jit(jax.value_and_grad(lambda *a: loss(lambda *b: attention(*b, backend="xla", **opts), *a), (0, 1, 2)))
+    out, grads = ours(qb, kb, vb)
+    _, ref32 = ref(*(x.astype(jnp.float32) for x in (qb, kb, vb)))
+    _, ref16 = ref(qb, kb, vb)
+    for g, r32, r16 in zip(grads, ref32, ref16):
+        own = float(jnp.max(jnp.abs(r16.astype(jnp.float32) - r32)))
+        assert float(jnp.max(jnp.abs(g.astype(jnp.float32) - r32))) <= own
 
 
 # ----------------------------------------------------------------------------
