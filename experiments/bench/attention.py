@@ -97,6 +97,50 @@ def _ours(opts, block_sizes=None):
     return lambda q, k, v: flash_attention(q, k, v, block_sizes=block_sizes, **kw)
 
 
+def _mosaic_gpu(opts):
+    """Our Mosaic GPU (Hopper) forward with the Triton backward (``flash_attention(backend="mosaic_gpu")``)."""
+    from pallas_kernels.flash_attention import flash_attention
+
+    return lambda q, k, v: flash_attention(q, k, v, backend="mosaic_gpu", **opts)
+
+
+def _hopper():
+    from pallas_kernels.flash_attention import pallas_mgpu
+
+    return pallas_mgpu.supported_here()
+
+
+def mosaic_gpu_cases(shape=(4, 16, 8192, 128)):
+    """The Mosaic GPU forward (+ Triton backward) beside cuDNN's plain attention and the Triton kernels,
+    same run, at ``shape``: causal plain and softcap 30, bidirectional plain; forward and
+    forward+backward, ratios to cuDNN's plain case of the same causality."""
+    args = _inputs(*shape)
+    info = dict(B=shape[0], H=shape[1], L=shape[2], D=shape[3])
+    anchors = {}
+    for causal, name, extra in ((True, "plain", {}), (True, "softcap", dict(softcap=30.0)), (False, "plain", {})):
+        tag = "causal" if causal else "bidirectional"
+        flops = _flops(*shape, causal)
+        opts = dict(causal=causal, **extra)
+        if causal not in anchors:
+            def cudnn_case(causal=causal, flops=flops):
+                anchors[causal] = _timed(_cudnn(causal), args, flops)
+                return anchors[causal]
+
+            run_case(f"mosaic_gpu/{tag}/plain/cudnn", cudnn_case, **info)
+        for impl, f in (("triton", _ours(opts)), ("mosaic_gpu", _mosaic_gpu(opts))):
+            def case(f=f, impl=impl, opts=opts, causal=causal, flops=flops):
+                r = _timed(f, args, flops)
+                anchor = anchors.get(causal)
+                if anchor:
+                    r["fwd_vs_cudnn"] = r["fwd_tflops"] / anchor["fwd_tflops"]
+                    r["fwd_bwd_vs_cudnn"] = r["fwd_bwd_tflops"] / anchor["fwd_bwd_tflops"]
+                if impl == "mosaic_gpu":
+                    r["max_abs_diff_vs_triton"] = _max_abs_diff(f, _ours(opts), args)
+                return r
+
+            run_case(f"mosaic_gpu/{tag}/{name}/{impl}", case, **info)
+
+
 def _blockwise(opts):
     return lambda q, k, v: attention(q, k, v, backend="xla", mode="blockwise", **opts)
 
@@ -157,6 +201,16 @@ def _shape_cases(shape, anchors, quick):
         if not quick and length <= 8192:
             run_case(f"attention/{tag}/plain/xla", lambda causal=causal, flops=flops: _timed(
                 _xla_dense(causal), args, flops), **info)
+        for name in ("plain", "softcap") if causal else ("plain",):
+            def mgpu_case(causal=causal, flops=flops, name=name):
+                opts = dict(causal=causal, **(dict(softcap=30.0) if name == "softcap" else {}))
+                f = _mosaic_gpu(opts)
+                record = _timed(f, args, flops)
+                record["max_abs_diff_vs_triton"] = _max_abs_diff(f, _ours(opts), args)
+                return {**record, **anchors.ratio((shape, causal), record)}
+
+            if _hopper():
+                run_case(f"attention/{tag}/{name}/mosaic_gpu", mgpu_case, **info)
         for impl in ("mosaic",) if quick else ("mosaic", "triton"):
             def tokamax_case(causal=causal, flops=flops, impl=impl):
                 record = _timed(_tokamax(causal, impl), args, flops)

@@ -45,7 +45,7 @@ DTYPES = (jnp.bfloat16, jnp.float16, jnp.float32)
 MAX_HEAD_DIM = 256
 MIN_BLOCK = 16
 MAX_ELEMENTS = 1 << 31
-BACKENDS = ("triton", "tpu")
+BACKENDS = ("triton", "tpu", "mosaic_gpu")
 
 
 def alibi_of(bias):
@@ -99,7 +99,7 @@ def why_not(q, k, v, *, bias=None, score="softmax", dropout_rate=0.0, mode=None,
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    backend: str  # "triton" | "tpu"
+    backend: str  # "triton" | "tpu" | "mosaic_gpu" (its forward; the Triton backward)
     interpret: bool
     fwd: KernelSpec
     dq: KernelSpec
@@ -119,6 +119,9 @@ def _flash(q, k, v, aux, plan):
 
 
 def _forward(q, k, v, aux, plan):
+    if plan.backend == "mosaic_gpu":
+        from pallas_kernels.flash_attention import pallas_mgpu
+        return pallas_mgpu.forward(q, k, v, plan.fwd, interpret=plan.interpret)
     lists = aux["lists"]["fwd"]
     return _module(plan).forward(q, k, v, aux, lists["order"], lists["counts"], plan.fwd, plan.interpret)
 
@@ -226,7 +229,10 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
       block_sizes: ``{"fwd": row, "dq": row, "dkdv": row}`` overriding rows of
         :mod:`block_sizes` (Triton rows ``(block_q, block_k, num_warps,
         num_stages)``, TPU rows ``(block_q, block_k)``).
-      backend: ``"triton"`` or ``"tpu"``; None picks the platform's.
+      backend: ``"triton"``, ``"tpu"`` or ``"mosaic_gpu"`` (Hopper: a wgmma/TMA forward with the
+        Triton backward, for plain causal or bidirectional attention with softcap, 16-bit
+        inputs, head dim 64 or 128; interpreted on a CPU by Mosaic GPU's simulator); None picks
+        the platform's.
       interpret: run the kernels in Pallas' interpret mode (default: on CPU).
 
     Returns:
@@ -261,6 +267,10 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
     rows = {name: _fit(row, q_len, kv_len, None if layout is None else layout_block) for name, row in rows.items()}
     q_pad = _pad_to_multiple(q_len, max(rows[n][0] for n in rows))
     kv_pad = _pad_to_multiple(kv_len, max(rows[n][1] for n in rows))
+    if backend == "mosaic_gpu":
+        from pallas_kernels.flash_attention import pallas_mgpu
+        q_pad = _pad_to_multiple(q_pad, 2 * pallas_mgpu.BLOCK_Q)
+        kv_pad = _pad_to_multiple(kv_pad, pallas_mgpu.BLOCK_K)
 
     mask = MaskSpec(causal=bool(causal), window=window, num_sinks=int(num_sinks),
                     segments=segment_ids is not None, layout_block=None if layout is None else layout_block,
@@ -295,6 +305,11 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
             layout_cols=layout_cols, batched_lists=segment_ids is not None or batched_positions,
             batched_positions=batched_positions, reverse=mask.causal and not by_key,
             precise=q.dtype == jnp.float32, max_count=tl.max_count_t if by_key else tl.max_count, **launch)
+    if backend == "mosaic_gpu":
+        from pallas_kernels.flash_attention import pallas_mgpu
+        reason = pallas_mgpu.why_not(specs["fwd"], q.dtype, head_dim, v_dim)
+        if reason is not None:
+            raise ValueError(f"flash_attention(backend='mosaic_gpu') cannot serve these inputs: {reason}")
     plan = _Plan(backend=backend, interpret=interpret, **specs)
 
     dim, vdim = _pow2_at_least(head_dim), _pow2_at_least(v_dim)
