@@ -97,11 +97,22 @@ def _ours(opts, block_sizes=None):
     return lambda q, k, v: flash_attention(q, k, v, block_sizes=block_sizes, **kw)
 
 
-def _mosaic_gpu(opts):
-    """Our Mosaic GPU (Hopper) forward with the Triton backward (``flash_attention(backend="mosaic_gpu")``)."""
+def _mosaic_gpu(opts, backward="mosaic_gpu"):
+    """Our Mosaic GPU (Hopper) kernels (``flash_attention(backend="mosaic_gpu")``); ``backward``: whose
+    backward kernels run (``block_sizes.MOSAIC_GPU_BACKWARD``), fixed when the function is traced."""
+    from pallas_kernels.flash_attention import block_sizes as table
     from pallas_kernels.flash_attention import flash_attention
 
-    return lambda q, k, v: flash_attention(q, k, v, backend="mosaic_gpu", **opts)
+    def f(q, k, v):
+        saved = dict(table.MOSAIC_GPU_BACKWARD)
+        table.MOSAIC_GPU_BACKWARD["default"] = backward
+        try:
+            return flash_attention(q, k, v, backend="mosaic_gpu", **opts)
+        finally:
+            table.MOSAIC_GPU_BACKWARD.clear()
+            table.MOSAIC_GPU_BACKWARD.update(saved)
+
+    return f
 
 
 def _hopper():
@@ -127,14 +138,15 @@ def mosaic_gpu_cases(shape=(4, 16, 8192, 128)):
                 return anchors[causal]
 
             run_case(f"mosaic_gpu/{tag}/plain/cudnn", cudnn_case, **info)
-        for impl, f in (("triton", _ours(opts)), ("mosaic_gpu", _mosaic_gpu(opts))):
+        for impl, f in (("triton", _ours(opts)), ("mosaic_gpu", _mosaic_gpu(opts)),
+                        ("mosaic_gpu_fwd_triton_bwd", _mosaic_gpu(opts, backward="triton"))):
             def case(f=f, impl=impl, opts=opts, causal=causal, flops=flops):
                 r = _timed(f, args, flops)
                 anchor = anchors.get(causal)
                 if anchor:
                     r["fwd_vs_cudnn"] = r["fwd_tflops"] / anchor["fwd_tflops"]
                     r["fwd_bwd_vs_cudnn"] = r["fwd_bwd_tflops"] / anchor["fwd_bwd_tflops"]
-                if impl == "mosaic_gpu":
+                if impl != "triton":
                     r["max_abs_diff_vs_triton"] = _max_abs_diff(f, _ours(opts), args)
                 return r
 

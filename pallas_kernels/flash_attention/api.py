@@ -34,6 +34,7 @@ import numpy as np
 from pallas_kernels.platform import platform as _platform
 from pallas_kernels.flash_attention import masks, pallas_gpu
 from pallas_kernels.flash_attention.block_sizes import block_sizes as table_block_sizes
+from pallas_kernels.flash_attention.block_sizes import mosaic_gpu_backward as table_mgpu_backward
 from pallas_kernels.flash_attention.block_sizes import softcap_tanh as table_softcap_tanh
 from pallas_kernels.flash_attention.masks import MaskSpec
 from pallas_kernels.flash_attention.scores import LOG2E, ScoreSpec
@@ -104,6 +105,7 @@ class _Plan:
     fwd: KernelSpec
     dq: KernelSpec
     dkdv: KernelSpec
+    mgpu_backward: str = "triton"  # backend "mosaic_gpu": whose backward kernels ("mosaic_gpu" | "triton")
 
 
 def _module(plan):
@@ -138,6 +140,11 @@ def _flash_bwd(plan, res, cotangents):
     delta = jnp.einsum("blhd,blhd->bhl", do.astype(jnp.float32), o.astype(jnp.float32))
     delta = delta - jnp.where(jnp.isfinite(lse), dlse, 0.0)
     lse2 = jnp.where(jnp.isfinite(lse), lse * LOG2E, jnp.inf)
+    if plan.backend == "mosaic_gpu" and plan.mgpu_backward == "mosaic_gpu":
+        from pallas_kernels.flash_attention import pallas_mgpu_bwd
+        dq = pallas_mgpu_bwd.backward_dq(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
+        dk, dv = pallas_mgpu_bwd.backward_dkdv(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
+        return dq, dk, dv, None
     mod = _module(plan)
     dq_lists, kv_lists = aux["lists"]["dq"], aux["lists"]["dkdv"]
     dq = mod.backward_dq(q, k, v, do, lse2, delta, aux, dq_lists["order"], dq_lists["counts"], plan.dq,
@@ -230,7 +237,8 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
         :mod:`block_sizes` (Triton rows ``(block_q, block_k, num_warps,
         num_stages)``, TPU rows ``(block_q, block_k)``).
       backend: ``"triton"``, ``"tpu"`` or ``"mosaic_gpu"`` (Hopper: a wgmma/TMA forward with the
-        Triton backward, for plain causal or bidirectional attention with softcap, 16-bit
+        Mosaic GPU or Triton backward (``block_sizes.MOSAIC_GPU_BACKWARD``), for plain causal or
+        bidirectional attention with softcap, 16-bit
         inputs, head dim 64 or 128; interpreted on a CPU by Mosaic GPU's simulator); None picks
         the platform's.
       interpret: run the kernels in Pallas' interpret mode (default: on CPU).
@@ -310,7 +318,8 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
         reason = pallas_mgpu.why_not(specs["fwd"], q.dtype, head_dim, v_dim)
         if reason is not None:
             raise ValueError(f"flash_attention(backend='mosaic_gpu') cannot serve these inputs: {reason}")
-    plan = _Plan(backend=backend, interpret=interpret, **specs)
+    plan = _Plan(backend=backend, interpret=interpret,
+                 mgpu_backward=table_mgpu_backward() if backend == "mosaic_gpu" else "triton", **specs)
 
     dim, vdim = _pow2_at_least(head_dim), _pow2_at_least(v_dim)
     qp = _pad_to(_pad_to(q, 1, q_pad), 3, dim)

@@ -55,6 +55,17 @@ def softcap_tanh(kind: str = None) -> str:
                 SOFTCAP_TANH["default"])
 
 
+# backend="mosaic_gpu": the backward's kernels, "mosaic_gpu" (pallas_mgpu_bwd) or "triton" (the Triton
+# dq and dk/dv kernels from the Mosaic forward's lse).
+MOSAIC_GPU_BACKWARD = {"default": "mosaic_gpu"}
+
+
+def mosaic_gpu_backward(kind: str = None) -> str:
+    kind = (kind or jax.devices()[0].device_kind).lower()
+    return next((v for k, v in MOSAIC_GPU_BACKWARD.items() if k != "default" and kind.startswith(k)),
+                MOSAIC_GPU_BACKWARD["default"])
+
+
 def block_sizes(head_dim: int, kind: str = None, **overrides):
     """``{"fwd": row, "dq": row, "dkdv": row}`` for ``head_dim`` on device ``kind`` (default device).
 

@@ -19,9 +19,15 @@ Serves causal or bidirectional attention with ``softcap``, GQA/MQA and the
 default query offset (causal queries aligned to the end of the keys; rows that
 see no key give zeros and ``lse = -inf``, as the reference); everything else
 (windows, sinks, segments, block masks, ALiBi, positions) stays with the
-Triton kernels, which also run the backward from this forward's ``lse``.
-``why_not`` says which. Needs Hopper (compute capability 9.0): the api picks
-this kernel only when asked (``backend="mosaic_gpu"``).
+Triton kernels; ``why_not`` says which. The backward is :mod:`.pallas_mgpu_bwd`
+(or the Triton kernels, ``block_sizes.MOSAIC_GPU_BACKWARD``), from this
+forward's ``lse``. Needs Hopper (compute capability 9.0): the api picks these
+kernels only when asked (``backend="mosaic_gpu"``). On a CPU the kernels run in
+Mosaic GPU's interpreter (``interpret=True``), which simulates the shared
+memory, warpgroups, TMA copies and barriers but takes no register layouts and
+no transposed or in-register wgmma operands: there the two matmuls are plain
+dots, so the interpreted kernels test the pipeline, masks and math, and the
+cuda lowering tests the wgmma operands.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Mosaic GPU (Hopper) flash-attention forward (with the Triton backward): run by Mosaic GPU's
+"""The Mosaic GPU (Hopper) flash-attention kernels (forward, and the dq and dk/dv backward): run by Mosaic GPU's
 interpreter on a CPU (a simulated GPU: shared memory, warpgroups, TMA copies and barriers; its two
 matmuls as plain dots), lowered for cuda, and compiled on a Hopper GPU
 (`JAX_PLATFORMS=cuda python -m pytest -m gpu tests/pallas_kernels/test_flash_attention_mgpu.py`), each
@@ -38,13 +38,13 @@ def _loss(f):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_lowers_for_cuda_with_the_triton_backward(case):
+def test_lowers_for_cuda(case):
     q_len, kv_len, heads, kv_heads, dim, opts = CASES[case]
     q, k, v = _inputs(q_len, kv_len, heads, kv_heads, dim)
     f = _loss(lambda q, k, v: api.flash_attention(q, k, v, backend="mosaic_gpu", interpret=False,
                                                   return_lse=True, **opts))
     text = jax.jit(f).trace(q, k, v).lower(lowering_platforms=("cuda",)).as_text()
-    assert "mosaic_gpu" in text and "flash_attention_dkdv" in text
+    assert text.count("mosaic_gpu") >= 3  # the forward and both backward kernels
 
 
 def test_refuses_what_it_does_not_serve():
@@ -63,8 +63,8 @@ def test_refuses_what_it_does_not_serve():
 
 def _check_against_reference(case, interpret):
     """Output, lse and every gradient no further from the float32 reference than the bf16 reference
-    (the same math in bf16) or the Triton kernels (whose backward this path shares) are, within 10%
-    plus 1e-4 of the largest value; rows that see no key: -inf lse in both."""
+    (the same math in bf16) or the Triton kernels are, within 10% plus half a bf16 ulp of the largest
+    value; rows that see no key: -inf lse in both."""
     q_len, kv_len, heads, kv_heads, dim, opts = CASES[case]
     q, k, v = _inputs(q_len, kv_len, heads, kv_heads, dim)
 
@@ -86,7 +86,10 @@ def _check_against_reference(case, interpret):
             x, r32, r16, tr = x[finite], r32[finite], r16[finite], tr[finite]
         bar = max(np.max(np.abs(r16 - r32)), np.max(np.abs(tr - r32)))
         err = np.max(np.abs(x - r32))
-        assert err <= 1.1 * bar + 1e-4 * np.max(np.abs(r32)), (name, err, bar)
+        # Half a bf16 ulp of the largest value on top: outputs and gradients are stored in bf16, and
+        # which element rounds worst differs from kernel to kernel.
+        half_ulp = 0.5 * 2.0 ** (np.floor(np.log2(np.max(np.abs(r32)))) - 7)
+        assert err <= 1.1 * bar + half_ulp, (name, err, bar)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -94,9 +97,20 @@ def test_interpreted_matches_the_reference(case):
     _check_against_reference(case, interpret=True)
 
 
+def test_interpreted_forward_with_the_triton_backward(monkeypatch):
+    from pallas_kernels.flash_attention import block_sizes as table
+
+    monkeypatch.setitem(table.MOSAIC_GPU_BACKWARD, "default", "triton")
+    _check_against_reference("causal_gqa", interpret=True)
+
+
 @pytest.mark.gpu
 @requires_gpu
 @pytest.mark.skipif(not pallas_mgpu.supported_here(), reason="needs a Hopper GPU (compute capability 9.0)")
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_compiled_matches_the_reference(case):
+@pytest.mark.parametrize("backward", ["mosaic_gpu", "triton"])
+def test_compiled_matches_the_reference(case, backward, monkeypatch):
+    from pallas_kernels.flash_attention import block_sizes as table
+
+    monkeypatch.setitem(table.MOSAIC_GPU_BACKWARD, "default", backward)
     _check_against_reference(case, interpret=False)

@@ -1,0 +1,336 @@
+"""Mosaic GPU (Hopper) flash-attention backward: a dk/dv kernel and a dq kernel.
+
+Both follow the forward's shape (:mod:`.pallas_mgpu`): one CUDA block of three
+warpgroups, two computing on 64 rows each with ``wgmma``, one streaming tiles
+into a ring of shared-memory slots with TMA copies.
+
+- ``backward_dkdv``: a block owns 2 x 64 keys of one kv head and streams the
+  query tiles of every query head of its group (``q``, ``dO``, the base-2
+  ``lse`` and ``delta``). Per tile: ``S^T = K Q^T``, ``P^T = exp2(S^T - lse)``,
+  ``dV += P^T dO``, ``dP^T = V dO^T``, ``dS^T = P^T (dP^T - delta)``,
+  ``dK += dS^T Q``; a causal block starts at the first query tile that sees
+  its keys.
+- ``backward_dq``: a block owns 2 x 64 query rows and streams key/value tiles up
+  to its diagonal: ``S = Q K^T``, ``P``, ``dP = dO V^T``, ``dS``, ``dQ += dS K``.
+
+Same inputs as the Triton backward (``lse2``: base 2, ``+inf`` for rows that
+see no key; ``delta = rowsum(dO o)``), same masks and softcap as the forward.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from pallas_kernels.flash_attention import pallas_mgpu as fwd
+from pallas_kernels.flash_attention.scores import LOG2E
+
+BLOCK = 64  # rows per compute warpgroup (keys in dk/dv, queries in dq) and rows of a streamed tile
+STAGES = 2
+
+
+def _logits2(s, spec):
+    """``(t, dz)``: base-2 logits of raw ``q.k`` and ``d capped / d z`` (None without softcap)."""
+    score = spec.score
+    if score.softcap is None:
+        return s * (score.scale * LOG2E), None
+    tanh = 1.0 - 2.0 / (1.0 + jnp.exp2(s * (score.scale / score.softcap * 2.0 * LOG2E)))
+    return tanh * (score.softcap * LOG2E), 1.0 - tanh * tanh
+
+
+def _helpers(interpret):
+    def iota(shape, axis):
+        if interpret:
+            return lax.broadcasted_iota(jnp.int32, shape, axis)
+        return plgpu.broadcasted_iota(jnp.int32, shape, axis, layout=plgpu.Layout.WGMMA)
+
+    def cast(x, layout):
+        return x if interpret else plgpu.layout_cast(x, layout)
+
+    def mm(a, b_ref, b_transposed=False):
+        """``a @ b`` (``a`` a register tile or an SMEM ref, ``b`` an SMEM ref; ``b^T`` if asked), float32."""
+        if interpret:
+            a_val = a[...] if hasattr(a, "shape") and not isinstance(a, jax.Array) else a
+            b_val = b_ref[...]
+            dims = (((1,), (1,)), ((), ())) if b_transposed else (((1,), (0,)), ((), ()))
+            return lax.dot_general(a_val, b_val, dims, preferred_element_type=jnp.float32)
+        rows = a.shape[0]
+        cols = b_ref.shape[0] if b_transposed else b_ref.shape[1]
+        b_op = plgpu.transpose_ref(b_ref, (1, 0)) if b_transposed else b_ref
+
+        def body(acc_ref):
+            plgpu.wgmma(acc_ref, a, b_op)
+            return acc_ref[...]
+
+        return pl.run_scoped(body, plgpu.ACC((rows, cols), jnp.float32))
+
+    def columns(ref):
+        """A ``[cols]`` SMEM vector as a per-column value (broadcast over the rows of a WGMMA tile)."""
+        if interpret:
+            return ref[...]
+        return plgpu.load(ref, (), layout=plgpu.Layout.WGMMA.reduce(0))
+
+    return iota, cast, mm, columns
+
+
+def _cols(x, rows):
+    return lax.broadcast_in_dim(x, (rows, x.shape[0]), (1,))
+
+
+def _store_rows(value, smem, gmem_slice):
+    smem[...] = value
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(smem, gmem_slice)
+
+
+def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
+    """``dk``, ``dv`` like ``k``, ``v`` (padded shapes as the forward's)."""
+    batch, q_len, heads, dim = q.shape
+    kv_len_p, kv_heads = k.shape[1], k.shape[2]
+    groups = heads // kv_heads
+    mask = spec.mask
+    kv_len, q_offset, causal = mask.kv_len, mask.q_offset, mask.causal
+    nq = q_len // BLOCK
+    dtype = q.dtype
+    transforms = fwd._mma_transforms(dim, dtype)
+    iota, cast, mm, columns = _helpers(interpret)
+
+    def kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref,
+               k_smem, v_smem, q_smem, do_smem, lse_smem, delta_smem, out_smem,
+               kv_bar, q_bar, do_bar, lse_bar, delta_bar, consumed):
+        kb, bkh, wg = lax.axis_index("k"), lax.axis_index("bkh"), lax.axis_index("wg")
+        b, kh = lax.div(bkh, kv_heads), lax.rem(bkh, kv_heads)
+        key0 = kb * 2 * BLOCK
+        if causal:  # the first query tile with a row that sees the block's first key
+            first = jnp.clip(lax.div(jnp.maximum(key0 - q_offset, 0), BLOCK), 0, nq)
+        else:
+            first = jnp.int32(0)
+        per_head = nq - first
+        steps = groups * per_head
+
+        def tile_of(i):
+            g = lax.div(i, jnp.maximum(per_head, 1))
+            return kh * groups + g, first + lax.rem(i, jnp.maximum(per_head, 1))
+
+        @pl.when(wg < 2)
+        def _compute():
+            plgpu.set_max_registers(fwd.COMPUTE_REGISTERS, action="increase")
+            my_key0 = key0 + wg * BLOCK
+            plgpu.copy_gmem_to_smem(k_ref.at[b, pl.ds(my_key0, BLOCK), kh, :], k_smem.at[wg], kv_bar.at[wg])
+            plgpu.copy_gmem_to_smem(v_ref.at[b, pl.ds(my_key0, BLOCK), kh, :], v_smem.at[wg], kv_bar.at[2 + wg])
+            plgpu.barrier_wait(kv_bar.at[wg])
+            plgpu.barrier_wait(kv_bar.at[2 + wg])
+            keys = iota((BLOCK, BLOCK), 0) + my_key0
+
+            def step(i, carry):
+                dk, dv = carry
+                slot = lax.rem(i, stages)
+                _, j = tile_of(i)
+                for bar in (q_bar, lse_bar):
+                    plgpu.barrier_wait(bar.at[slot])
+                t, dz = _logits2(mm(k_smem.at[wg], q_smem.at[slot], b_transposed=True), spec)
+                p = jnp.exp2(t - _cols(columns(lse_smem.at[slot]), BLOCK))
+                queries = iota((BLOCK, BLOCK), 1) + (j * BLOCK + q_offset)
+                if causal or kv_len % BLOCK:
+                    visible = keys < kv_len
+                    if causal:
+                        visible = visible & (keys <= queries)
+                    p = jnp.where(visible, p, 0.0)
+                for bar in (do_bar, delta_bar):
+                    plgpu.barrier_wait(bar.at[slot])
+                dv = dv + mm(p.astype(dtype), do_smem.at[slot])
+                dp = mm(v_smem.at[wg], do_smem.at[slot], b_transposed=True)
+                ds = p * (dp - _cols(columns(delta_smem.at[slot]), BLOCK))
+                if dz is not None:
+                    ds = ds * dz
+                dk = dk + mm((ds * spec.score.scale).astype(dtype), q_smem.at[slot])
+                plgpu.barrier_arrive(consumed.at[slot])
+                return dk, dv
+
+            zeros = cast(jnp.zeros((BLOCK, dim), jnp.float32), plgpu.Layout.WGMMA)
+            dk, dv = lax.fori_loop(0, steps, step, (zeros, zeros))
+            _store_rows(dk.astype(dtype), out_smem.at[wg], dk_ref.at[b, pl.ds(my_key0, BLOCK), kh, :])
+            plgpu.wait_smem_to_gmem(0)
+            _store_rows(dv.astype(dtype), out_smem.at[wg], dv_ref.at[b, pl.ds(my_key0, BLOCK), kh, :])
+            plgpu.wait_smem_to_gmem(0)
+
+        @pl.when(wg == 2)
+        def _memory():
+            plgpu.set_max_registers(fwd.MEMORY_REGISTERS, action="decrease")
+
+            def fetch(i, _):
+                slot = lax.rem(i, stages)
+                h, j = tile_of(i)
+
+                @pl.when(i >= stages)
+                def _():
+                    plgpu.barrier_wait(consumed.at[slot])
+
+                rows = pl.ds(j * BLOCK, BLOCK)
+                plgpu.copy_gmem_to_smem(q_ref.at[b, rows, h, :], q_smem.at[slot], q_bar.at[slot])
+                plgpu.copy_gmem_to_smem(lse_ref.at[b, h, rows], lse_smem.at[slot], lse_bar.at[slot])
+                plgpu.copy_gmem_to_smem(do_ref.at[b, rows, h, :], do_smem.at[slot], do_bar.at[slot])
+                plgpu.copy_gmem_to_smem(delta_ref.at[b, h, rows], delta_smem.at[slot], delta_bar.at[slot])
+                return ()
+
+            lax.fori_loop(0, steps, fetch, ())
+
+            def drain(i, _):
+                plgpu.barrier_wait(consumed.at[lax.rem(i, stages)])
+                return ()
+
+            lax.fori_loop(jnp.maximum(steps - stages, 0), steps, drain, ())
+
+    scratch = dict(
+        k_smem=plgpu.SMEM((2, BLOCK, dim), dtype, transforms=transforms),
+        v_smem=plgpu.SMEM((2, BLOCK, dim), dtype, transforms=transforms),
+        q_smem=plgpu.SMEM((stages, BLOCK, dim), dtype, transforms=transforms),
+        do_smem=plgpu.SMEM((stages, BLOCK, dim), dtype, transforms=transforms),
+        lse_smem=plgpu.SMEM((stages, BLOCK), jnp.float32),
+        delta_smem=plgpu.SMEM((stages, BLOCK), jnp.float32),
+        out_smem=plgpu.SMEM((2, BLOCK, dim), dtype, transforms=transforms),
+        kv_bar=plgpu.Barrier(num_barriers=4),
+        q_bar=plgpu.Barrier(num_barriers=stages),
+        do_bar=plgpu.Barrier(num_barriers=stages),
+        lse_bar=plgpu.Barrier(num_barriers=stages),
+        delta_bar=plgpu.Barrier(num_barriers=stages),
+        consumed=plgpu.Barrier(num_arrivals=2, num_barriers=stages),
+    )
+    outs = (jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype))
+    call = plgpu.kernel(
+        kernel, **fwd._kernel_types(outs, scratch), grid=(kv_len_p // (2 * BLOCK), batch * kv_heads),
+        grid_names=("k", "bkh"), num_threads=3, thread_name="wg",
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+        **({"interpret": fwd._interpret_params()} if interpret else {}))
+    return call(q, k, v, do, lse2, delta)
+
+
+def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
+    """``dq`` like ``q``."""
+    batch, q_len, heads, dim = q.shape
+    kv_len_p, kv_heads = k.shape[1], k.shape[2]
+    groups = heads // kv_heads
+    mask = spec.mask
+    kv_len, q_offset, causal = mask.kv_len, mask.q_offset, mask.causal
+    num_kv = -(-kv_len // BLOCK)
+    dtype = q.dtype
+    transforms = fwd._mma_transforms(dim, dtype)
+    iota, cast, mm, columns = _helpers(interpret)
+    del columns
+
+    def kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref,
+               q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem,
+               q_bar, row_bar, k_bar, v_bar, k_consumed, v_consumed):
+        qi, bh, wg = lax.axis_index("q"), lax.axis_index("bh"), lax.axis_index("wg")
+        b, h = lax.div(bh, heads), lax.rem(bh, heads)
+        kh = lax.div(h, groups)
+        tile_start = qi * 2 * BLOCK
+        if causal:
+            steps = jnp.clip(lax.div(tile_start + 2 * BLOCK - 1 + q_offset, BLOCK) + 1, 0, num_kv)
+        else:
+            steps = num_kv
+
+        @pl.when(wg < 2)
+        def _compute():
+            plgpu.set_max_registers(fwd.COMPUTE_REGISTERS, action="increase")
+            row0 = tile_start + wg * BLOCK
+            rows_ = pl.ds(row0, BLOCK)
+            plgpu.copy_gmem_to_smem(q_ref.at[b, rows_, h, :], q_smem.at[wg], q_bar.at[wg])
+            plgpu.copy_gmem_to_smem(do_ref.at[b, rows_, h, :], do_smem.at[wg], q_bar.at[2 + wg])
+            plgpu.copy_gmem_to_smem(lse_ref.at[b, h, rows_], lse_smem.at[wg], row_bar.at[wg])
+            plgpu.copy_gmem_to_smem(delta_ref.at[b, h, rows_], delta_smem.at[wg], row_bar.at[2 + wg])
+            for i in range(2):
+                plgpu.barrier_wait(q_bar.at[2 * i + wg])
+                plgpu.barrier_wait(row_bar.at[2 * i + wg])
+            if interpret:
+                lse, dl = lse_smem[wg], delta_smem[wg]
+            else:
+                row_layout = plgpu.Layout.WGMMA.reduce(1)
+                lse = plgpu.load(lse_smem.at[wg], (), layout=row_layout)
+                dl = plgpu.load(delta_smem.at[wg], (), layout=row_layout)
+            lse = fwd._rows(lse, BLOCK)
+            dl = fwd._rows(dl, BLOCK)
+            queries = iota((BLOCK, BLOCK), 0) + (row0 + q_offset)
+
+            def step(i, dq):
+                slot = lax.rem(i, stages)
+                plgpu.barrier_wait(k_bar.at[slot])
+                t, dz = _logits2(mm(q_smem.at[wg], k_smem.at[slot], b_transposed=True), spec)
+                p = jnp.exp2(t - lse)
+                keys = iota((BLOCK, BLOCK), 1) + i * BLOCK
+                if causal or kv_len % BLOCK:
+                    visible = keys < kv_len
+                    if causal:
+                        visible = visible & (keys <= queries)
+                    p = jnp.where(visible, p, 0.0)
+                plgpu.barrier_wait(v_bar.at[slot])
+                dp = mm(do_smem.at[wg], v_smem.at[slot], b_transposed=True)
+                plgpu.barrier_arrive(v_consumed.at[slot])
+                ds = p * (dp - dl)
+                if dz is not None:
+                    ds = ds * dz
+                dq = dq + mm((ds * spec.score.scale).astype(dtype), k_smem.at[slot])
+                plgpu.barrier_arrive(k_consumed.at[slot])
+                return dq
+
+            dq = lax.fori_loop(0, steps, step, cast(jnp.zeros((BLOCK, dim), jnp.float32), plgpu.Layout.WGMMA))
+            _store_rows(dq.astype(dtype), q_smem.at[wg], dq_ref.at[b, rows_, h, :])
+            plgpu.wait_smem_to_gmem(0)
+
+        @pl.when(wg == 2)
+        def _memory():
+            plgpu.set_max_registers(fwd.MEMORY_REGISTERS, action="decrease")
+
+            def fetch(i, _):
+                slot = lax.rem(i, stages)
+                keys = pl.ds(i * BLOCK, BLOCK)
+
+                @pl.when(i >= stages)
+                def _():
+                    plgpu.barrier_wait(k_consumed.at[slot])
+
+                plgpu.copy_gmem_to_smem(k_ref.at[b, keys, kh, :], k_smem.at[slot], k_bar.at[slot])
+
+                @pl.when(i >= stages)
+                def _():
+                    plgpu.barrier_wait(v_consumed.at[slot])
+
+                plgpu.copy_gmem_to_smem(v_ref.at[b, keys, kh, :], v_smem.at[slot], v_bar.at[slot])
+                return ()
+
+            lax.fori_loop(0, steps, fetch, ())
+
+            def drain(i, _):
+                slot = lax.rem(i, stages)
+                plgpu.barrier_wait(k_consumed.at[slot])
+                plgpu.barrier_wait(v_consumed.at[slot])
+                return ()
+
+            lax.fori_loop(jnp.maximum(steps - stages, 0), steps, drain, ())
+
+    scratch = dict(
+        q_smem=plgpu.SMEM((2, BLOCK, dim), dtype, transforms=transforms),
+        do_smem=plgpu.SMEM((2, BLOCK, dim), dtype, transforms=transforms),
+        k_smem=plgpu.SMEM((stages, BLOCK, dim), dtype, transforms=transforms),
+        v_smem=plgpu.SMEM((stages, BLOCK, dim), dtype, transforms=transforms),
+        lse_smem=plgpu.SMEM((2, BLOCK), jnp.float32),
+        delta_smem=plgpu.SMEM((2, BLOCK), jnp.float32),
+        q_bar=plgpu.Barrier(num_barriers=4),
+        row_bar=plgpu.Barrier(num_barriers=4),
+        k_bar=plgpu.Barrier(num_barriers=stages),
+        v_bar=plgpu.Barrier(num_barriers=stages),
+        k_consumed=plgpu.Barrier(num_arrivals=2, num_barriers=stages),
+        v_consumed=plgpu.Barrier(num_arrivals=2, num_barriers=stages),
+    )
+    call = plgpu.kernel(
+        kernel, **fwd._kernel_types(jax.ShapeDtypeStruct(q.shape, q.dtype), scratch),
+        grid=(q_len // (2 * BLOCK), batch * heads), grid_names=("q", "bh"), num_threads=3, thread_name="wg",
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+        **({"interpret": fwd._interpret_params()} if interpret else {}))
+    return call(q, k, v, do, lse2, delta)
+
+
+__all__ = ["backward_dkdv", "backward_dq"]
