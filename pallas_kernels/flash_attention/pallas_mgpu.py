@@ -32,8 +32,6 @@ cuda lowering tests the wgmma operands.
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Optional
 
 import jax
@@ -113,14 +111,7 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
     transforms = _mma_transforms(dim, dtype)
     mask_keys = kv_len % block_k != 0  # the last key tile holds padding
 
-    # Register layouts are a compiled-kernel matter: the interpreter (a simulated GPU) takes none.
-    def iota(shape, dim_):
-        if interpret:
-            return lax.broadcasted_iota(jnp.int32, shape, dim_)
-        return plgpu.broadcasted_iota(jnp.int32, shape, dim_, layout=plgpu.Layout.WGMMA)
-
-    def cast(x, layout):
-        return x if interpret else plgpu.layout_cast(x, layout)
+    iota, cast = register_ops(interpret)
 
     def kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, q_smem, k_smem, v_smem, lse_smem,
                q_barriers, k_barriers, v_barriers, k_consumed, v_consumed):
@@ -206,36 +197,8 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
         @pl.when(wg == 2)
         def _memory():
             plgpu.set_max_registers(MEMORY_REGISTERS, action="decrease")
-
-            def fetch(i, _):
-                slot = lax.rem(i, stages)
-
-                @pl.when(i >= stages)
-                def _():
-                    plgpu.barrier_wait(k_consumed.at[slot])
-
-                plgpu.copy_gmem_to_smem(k_ref.at[b, pl.ds(i * block_k, block_k), kh, :], k_smem.at[slot],
-                                        k_barriers.at[slot])
-
-                @pl.when(i >= stages)
-                def _():
-                    plgpu.barrier_wait(v_consumed.at[slot])
-
-                plgpu.copy_gmem_to_smem(v_ref.at[b, pl.ds(i * block_k, block_k), kh, :], v_smem.at[slot],
-                                        v_barriers.at[slot])
-                return ()
-
-            lax.fori_loop(0, steps, fetch, ())
-
-            # Await the completions no refill waited for, so every barrier ends with as many waits as
-            # completions.
-            def drain(i, _):
-                slot = lax.rem(i, stages)
-                plgpu.barrier_wait(k_consumed.at[slot])
-                plgpu.barrier_wait(v_consumed.at[slot])
-                return ()
-
-            lax.fori_loop(jnp.maximum(steps - stages, 0), steps, drain, ())
+            stream_kv(k_ref.at[b, :, kh, :], v_ref.at[b, :, kh, :], (k_smem, v_smem), (k_barriers, v_barriers),
+                      (k_consumed, v_consumed), steps, block_k, stages)
 
     scratch = dict(
         q_smem=plgpu.SMEM((2, block_q, dim), dtype, transforms=transforms),
@@ -260,6 +223,46 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
         **({"interpret": _interpret_params()} if interpret else {}),
     )
     return call(q, k, v)
+
+
+def register_ops(interpret):
+    """``(iota, cast)``: a WGMMA-layout ``broadcasted_iota(shape, axis)`` and ``layout_cast(x, layout)``.
+    Register layouts are a compiled-kernel matter: under the interpreter (a simulated GPU) both are
+    the plain operations."""
+    def iota(shape, axis):
+        if interpret:
+            return lax.broadcasted_iota(jnp.int32, shape, axis)
+        return plgpu.broadcasted_iota(jnp.int32, shape, axis, layout=plgpu.Layout.WGMMA)
+
+    def cast(x, layout):
+        return x if interpret else plgpu.layout_cast(x, layout)
+
+    return iota, cast
+
+
+def stream_kv(k_rows, v_rows, smem, loaded, consumed, steps, block, stages):
+    """The memory warpgroup's loop: key/value tiles ``i < steps`` of ``block`` rows (of the ``[L, D]``
+    views ``k_rows``, ``v_rows``) into slot ``i % stages`` of ``smem = (k_smem, v_smem)``, each
+    signalled on its ``loaded`` barrier; a slot is refilled only after both compute warpgroups arrived
+    on its ``consumed`` barrier. Ends by awaiting the completions no refill waited for, so every
+    barrier sees as many waits as completions."""
+    def fetch(i, _):
+        slot = lax.rem(i, stages)
+        for rows, buf, ready, used in zip((k_rows, v_rows), smem, loaded, consumed):
+            @pl.when(i >= stages)
+            def _():
+                plgpu.barrier_wait(used.at[slot])
+
+            plgpu.copy_gmem_to_smem(rows.at[pl.ds(i * block, block), :], buf.at[slot], ready.at[slot])
+        return ()
+
+    def drain(i, _):
+        for used in consumed:
+            plgpu.barrier_wait(used.at[lax.rem(i, stages)])
+        return ()
+
+    lax.fori_loop(0, steps, fetch, ())
+    lax.fori_loop(jnp.maximum(steps - stages, 0), steps, drain, ())
 
 
 def _interpret_params():

@@ -42,13 +42,7 @@ def _logits2(s, spec):
 
 
 def _helpers(interpret):
-    def iota(shape, axis):
-        if interpret:
-            return lax.broadcasted_iota(jnp.int32, shape, axis)
-        return plgpu.broadcasted_iota(jnp.int32, shape, axis, layout=plgpu.Layout.WGMMA)
-
-    def cast(x, layout):
-        return x if interpret else plgpu.layout_cast(x, layout)
+    iota, cast = fwd.register_ops(interpret)
 
     def mm(a, b_ref, b_transposed=False):
         """``a @ b`` (``a`` a register tile or an SMEM ref, ``b`` an SMEM ref; ``b^T`` if asked), float32."""
@@ -76,6 +70,13 @@ def _helpers(interpret):
     return iota, cast, mm, columns
 
 
+def _dims(q, k, spec):
+    """``(batch, q_len, heads, dim, kv_len_padded, kv_heads, groups, kv_len, q_offset, causal)``."""
+    batch, q_len, heads, dim = q.shape
+    m = spec.mask
+    return batch, q_len, heads, dim, k.shape[1], k.shape[2], heads // k.shape[2], m.kv_len, m.q_offset, m.causal
+
+
 def _cols(x, rows):
     return lax.broadcast_in_dim(x, (rows, x.shape[0]), (1,))
 
@@ -88,11 +89,7 @@ def _store_rows(value, smem, gmem_slice):
 
 def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
     """``dk``, ``dv`` like ``k``, ``v`` (padded shapes as the forward's)."""
-    batch, q_len, heads, dim = q.shape
-    kv_len_p, kv_heads = k.shape[1], k.shape[2]
-    groups = heads // kv_heads
-    mask = spec.mask
-    kv_len, q_offset, causal = mask.kv_len, mask.q_offset, mask.causal
+    batch, q_len, heads, dim, kv_len_p, kv_heads, groups, kv_len, q_offset, causal = _dims(q, k, spec)
     nq = q_len // BLOCK
     dtype = q.dtype
     transforms = fwd._mma_transforms(dim, dtype)
@@ -210,11 +207,7 @@ def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STA
 
 def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
     """``dq`` like ``q``."""
-    batch, q_len, heads, dim = q.shape
-    kv_len_p, kv_heads = k.shape[1], k.shape[2]
-    groups = heads // kv_heads
-    mask = spec.mask
-    kv_len, q_offset, causal = mask.kv_len, mask.q_offset, mask.causal
+    batch, q_len, heads, dim, kv_len_p, kv_heads, groups, kv_len, q_offset, causal = _dims(q, k, spec)
     num_kv = -(-kv_len // BLOCK)
     dtype = q.dtype
     transforms = fwd._mma_transforms(dim, dtype)
@@ -283,33 +276,8 @@ def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGE
         @pl.when(wg == 2)
         def _memory():
             plgpu.set_max_registers(fwd.MEMORY_REGISTERS, action="decrease")
-
-            def fetch(i, _):
-                slot = lax.rem(i, stages)
-                keys = pl.ds(i * BLOCK, BLOCK)
-
-                @pl.when(i >= stages)
-                def _():
-                    plgpu.barrier_wait(k_consumed.at[slot])
-
-                plgpu.copy_gmem_to_smem(k_ref.at[b, keys, kh, :], k_smem.at[slot], k_bar.at[slot])
-
-                @pl.when(i >= stages)
-                def _():
-                    plgpu.barrier_wait(v_consumed.at[slot])
-
-                plgpu.copy_gmem_to_smem(v_ref.at[b, keys, kh, :], v_smem.at[slot], v_bar.at[slot])
-                return ()
-
-            lax.fori_loop(0, steps, fetch, ())
-
-            def drain(i, _):
-                slot = lax.rem(i, stages)
-                plgpu.barrier_wait(k_consumed.at[slot])
-                plgpu.barrier_wait(v_consumed.at[slot])
-                return ()
-
-            lax.fori_loop(jnp.maximum(steps - stages, 0), steps, drain, ())
+            fwd.stream_kv(k_ref.at[b, :, kh, :], v_ref.at[b, :, kh, :], (k_smem, v_smem), (k_bar, v_bar),
+                          (k_consumed, v_consumed), steps, BLOCK, stages)
 
     scratch = dict(
         q_smem=plgpu.SMEM((2, BLOCK, dim), dtype, transforms=transforms),
