@@ -135,7 +135,7 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
             cols = iota((block_q, block_k), 1)
             rows = rows + (row0 + q_offset)
 
-            def step(i, carry):
+            def step(i, carry, masked):
                 acc, m, l = carry
                 slot = lax.rem(i, stages)
                 plgpu.barrier_wait(k_barriers.at[slot])
@@ -154,7 +154,7 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
                 plgpu.barrier_arrive(k_consumed.at[slot])
                 t = _scores2(s, spec)
                 keys = cols + i * block_k
-                if causal or mask_keys:
+                if masked:
                     visible = keys < kv_len
                     if causal:
                         visible = visible & (keys <= rows)
@@ -183,7 +183,17 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
             # Finite start: exp2(m - m_new) is never exp2(-inf + inf).
             m0 = cast(jnp.full((block_q,), -1e30, jnp.float32), row_layout)
             l0 = cast(jnp.zeros((block_q,), jnp.float32), row_layout)
-            acc, m, l = lax.fori_loop(0, steps, step, (acc0, m0, l0))
+            # Key tiles wholly visible to every row of this warpgroup (below its first row's diagonal,
+            # before the padded last tile) skip the mask; the rest apply it.
+            if causal or mask_keys:
+                full = num_kv - 1 if mask_keys else num_kv
+                if causal:
+                    full = jnp.minimum(full, jnp.maximum(lax.div(row0 + q_offset + 1, block_k), 0))
+                full = jnp.minimum(full, steps)
+                carry = lax.fori_loop(0, full, lambda i, c: step(i, c, False), (acc0, m0, l0))
+                acc, m, l = lax.fori_loop(full, steps, lambda i, c: step(i, c, True), carry)
+            else:
+                acc, m, l = lax.fori_loop(0, steps, lambda i, c: step(i, c, False), (acc0, m0, l0))
             safe = jnp.where(l > 0, l, 1.0)
             o = acc / _rows(safe, dim)
             lse = jnp.where(l > 0, (m + jnp.log2(safe)) * LN2, -jnp.inf)
