@@ -116,9 +116,9 @@ def _mosaic_gpu(opts, backward="mosaic_gpu"):
 
 
 def _hopper():
-    from pallas_kernels.flash_attention import pallas_mgpu
+    from pallas_kernels.flash_attention import mosaic_gpu
 
-    return pallas_mgpu.supported_here()
+    return mosaic_gpu.supported_here()
 
 
 def mosaic_gpu_cases(shape=(4, 16, 8192, 128)):

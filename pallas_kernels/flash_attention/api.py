@@ -100,7 +100,7 @@ def why_not(q, k, v, *, bias=None, score="softmax", dropout_rate=0.0, mode=None,
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    backend: str  # "triton" | "tpu" | "mosaic_gpu" (its forward; the Triton backward)
+    backend: str  # "triton" | "tpu" | "mosaic_gpu" (Hopper kernels; see mgpu_backward)
     interpret: bool
     fwd: KernelSpec
     dq: KernelSpec
@@ -122,8 +122,8 @@ def _flash(q, k, v, aux, plan):
 
 def _forward(q, k, v, aux, plan):
     if plan.backend == "mosaic_gpu":
-        from pallas_kernels.flash_attention import pallas_mgpu
-        return pallas_mgpu.forward(q, k, v, plan.fwd, interpret=plan.interpret)
+        from pallas_kernels.flash_attention import mosaic_gpu
+        return mosaic_gpu.forward(q, k, v, plan.fwd, interpret=plan.interpret)
     lists = aux["lists"]["fwd"]
     return _module(plan).forward(q, k, v, aux, lists["order"], lists["counts"], plan.fwd, plan.interpret)
 
@@ -141,9 +141,9 @@ def _flash_bwd(plan, res, cotangents):
     delta = delta - jnp.where(jnp.isfinite(lse), dlse, 0.0)
     lse2 = jnp.where(jnp.isfinite(lse), lse * LOG2E, jnp.inf)
     if plan.backend == "mosaic_gpu" and plan.mgpu_backward == "mosaic_gpu":
-        from pallas_kernels.flash_attention import pallas_mgpu_bwd
-        dq = pallas_mgpu_bwd.backward_dq(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
-        dk, dv = pallas_mgpu_bwd.backward_dkdv(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
+        from pallas_kernels.flash_attention import mosaic_gpu_bwd
+        dq = mosaic_gpu_bwd.backward_dq(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
+        dk, dv = mosaic_gpu_bwd.backward_dkdv(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
         return dq, dk, dv, None
     mod = _module(plan)
     dq_lists, kv_lists = aux["lists"]["dq"], aux["lists"]["dkdv"]
@@ -276,9 +276,9 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
     q_pad = _pad_to_multiple(q_len, max(rows[n][0] for n in rows))
     kv_pad = _pad_to_multiple(kv_len, max(rows[n][1] for n in rows))
     if backend == "mosaic_gpu":
-        from pallas_kernels.flash_attention import pallas_mgpu
-        q_pad = _pad_to_multiple(q_pad, 2 * pallas_mgpu.BLOCK_Q)
-        kv_pad = _pad_to_multiple(kv_pad, pallas_mgpu.BLOCK_K)
+        from pallas_kernels.flash_attention import mosaic_gpu
+        q_pad = _pad_to_multiple(q_pad, 2 * mosaic_gpu.BLOCK_Q)
+        kv_pad = _pad_to_multiple(kv_pad, mosaic_gpu.BLOCK_K)
 
     mask = MaskSpec(causal=bool(causal), window=window, num_sinks=int(num_sinks),
                     segments=segment_ids is not None, layout_block=None if layout is None else layout_block,
@@ -314,8 +314,8 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
             batched_positions=batched_positions, reverse=mask.causal and not by_key,
             precise=q.dtype == jnp.float32, max_count=tl.max_count_t if by_key else tl.max_count, **launch)
     if backend == "mosaic_gpu":
-        from pallas_kernels.flash_attention import pallas_mgpu
-        reason = pallas_mgpu.why_not(specs["fwd"], q.dtype, head_dim, v_dim)
+        from pallas_kernels.flash_attention import mosaic_gpu
+        reason = mosaic_gpu.why_not(specs["fwd"], q.dtype, head_dim, v_dim)
         if reason is not None:
             raise ValueError(f"flash_attention(backend='mosaic_gpu') cannot serve these inputs: {reason}")
     plan = _Plan(backend=backend, interpret=interpret,

@@ -55,7 +55,7 @@ def softcap_tanh(kind: str = None) -> str:
                 SOFTCAP_TANH["default"])
 
 
-# backend="mosaic_gpu": the backward's kernels, "mosaic_gpu" (pallas_mgpu_bwd) or "triton" (the Triton
+# backend="mosaic_gpu": the backward's kernels, "mosaic_gpu" (mosaic_gpu_bwd) or "triton" (the Triton
 # dq and dk/dv kernels from the Mosaic forward's lse).
 MOSAIC_GPU_BACKWARD = {"default": "mosaic_gpu"}
 

@@ -19,7 +19,7 @@ Serves causal or bidirectional attention with ``softcap``, GQA/MQA and the
 default query offset (causal queries aligned to the end of the keys; rows that
 see no key give zeros and ``lse = -inf``, as the reference); everything else
 (windows, sinks, segments, block masks, ALiBi, positions) stays with the
-Triton kernels; ``why_not`` says which. The backward is :mod:`.pallas_mgpu_bwd`
+Triton kernels; ``why_not`` says which. The backward is :mod:`.mosaic_gpu_bwd`
 (or the Triton kernels, ``block_sizes.MOSAIC_GPU_BACKWARD``), from this
 forward's ``lse``. Needs Hopper (compute capability 9.0): the api picks these
 kernels only when asked (``backend="mosaic_gpu"``). On a CPU the kernels run in

@@ -1,6 +1,6 @@
 """Mosaic GPU (Hopper) flash-attention backward: a dk/dv kernel and a dq kernel.
 
-Both follow the forward's shape (:mod:`.pallas_mgpu`): one CUDA block of three
+Both follow the forward's shape (:mod:`.mosaic_gpu`): one CUDA block of three
 warpgroups, two computing on 64 rows each with ``wgmma``, one streaming tiles
 into a ring of shared-memory slots with TMA copies.
 
@@ -25,7 +25,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from pallas_kernels.flash_attention import pallas_mgpu as fwd
+from pallas_kernels.flash_attention import mosaic_gpu as fwd
 from pallas_kernels.flash_attention.scores import LOG2E
 
 BLOCK = 64  # rows per compute warpgroup (keys in dk/dv, queries in dq) and rows of a streamed tile

@@ -1,7 +1,7 @@
 """The Mosaic GPU (Hopper) flash-attention kernels (forward, and the dq and dk/dv backward): run by Mosaic GPU's
 interpreter on a CPU (a simulated GPU: shared memory, warpgroups, TMA copies and barriers; its two
 matmuls as plain dots), lowered for cuda, and compiled on a Hopper GPU
-(`JAX_PLATFORMS=cuda python -m pytest -m gpu tests/pallas_kernels/test_flash_attention_mgpu.py`), each
+(`JAX_PLATFORMS=cuda python -m pytest -m gpu tests/pallas_kernels/test_flash_attention_mosaic_gpu.py`), each
 against the float32 reference."""
 
 import jax
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels.flash_attention import api, pallas_mgpu
+from pallas_kernels.flash_attention import api, mosaic_gpu
 from sequax.ops.attention import attention
 from tests.conftest import requires_gpu
 
@@ -106,7 +106,7 @@ def test_interpreted_forward_with_the_triton_backward(monkeypatch):
 
 @pytest.mark.gpu
 @requires_gpu
-@pytest.mark.skipif(not pallas_mgpu.supported_here(), reason="needs a Hopper GPU (compute capability 9.0)")
+@pytest.mark.skipif(not mosaic_gpu.supported_here(), reason="needs a Hopper GPU (compute capability 9.0)")
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("backward", ["mosaic_gpu", "triton"])
 def test_compiled_matches_the_reference(case, backward, monkeypatch):
