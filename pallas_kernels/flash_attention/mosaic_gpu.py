@@ -144,8 +144,8 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
                     plgpu.wgmma(acc_ref, q_smem.at[wg], plgpu.transpose_ref(k_smem.at[slot], (1, 0)))
                     return acc_ref[...]
 
-                # The interpreter (a simulated GPU) runs both matmuls as plain dots: it simulates
-                # neither transposed wgmma operands nor operands in registers.
+                # The interpreter (a simulated GPU) runs the matmuls as plain dots: it simulates
+                # neither transposed wgmma operands nor operands in registers (see accumulate).
                 if interpret:
                     s = lax.dot_general(q_smem[wg], k_smem[slot], (((1,), (1,)), ((), ())),
                                         preferred_element_type=jnp.float32)
@@ -165,16 +165,7 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
                 l = l * alpha + jnp.sum(p, axis=1)
                 plgpu.barrier_wait(v_barriers.at[slot])
 
-                def pv(acc_ref):
-                    plgpu.wgmma(acc_ref, p.astype(dtype), v_smem.at[slot])
-                    return acc_ref[...]
-
-                if interpret:  # nor a wgmma operand in registers
-                    pv_tile = lax.dot_general(p.astype(dtype), v_smem[slot], (((1,), (0,)), ((), ())),
-                                              preferred_element_type=jnp.float32)
-                else:
-                    pv_tile = pl.run_scoped(pv, plgpu.ACC((block_q, dim), jnp.float32))
-                acc = acc * _rows(alpha, dim) + pv_tile
+                acc = accumulate(acc * _rows(alpha, dim), p.astype(dtype), v_smem.at[slot], interpret)
                 plgpu.barrier_arrive(v_consumed.at[slot])
                 return acc, m_new, l
 
@@ -248,6 +239,19 @@ def register_ops(interpret):
         return x if interpret else plgpu.layout_cast(x, layout)
 
     return iota, cast
+
+
+def accumulate(acc, a, b_ref, interpret):
+    """``acc + a @ b`` in float32 (``a`` in registers, ``b`` a shared-memory tile): compiled, one
+    ``wgmma`` accumulating in place into ``acc``'s registers (no second tile of registers for the
+    product); in the interpreter, which simulates no in-register operand, a plain dot."""
+    if interpret:
+        return acc + lax.dot_general(a, b_ref[...], (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+    def body(acc_ref):
+        plgpu.wgmma(acc_ref, a, b_ref)
+
+    return pl.run_state(body)(plgpu.ACC.init(acc))
 
 
 def stream_kv(k_rows, v_rows, smem, loaded, consumed, steps, block, stages):

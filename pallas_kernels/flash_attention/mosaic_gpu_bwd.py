@@ -138,12 +138,12 @@ def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STA
                     p = jnp.where(visible, p, 0.0)
                 for bar in (do_bar, delta_bar):
                     plgpu.barrier_wait(bar.at[slot])
-                dv = dv + mm(p.astype(dtype), do_smem.at[slot])
+                dv = fwd.accumulate(dv, p.astype(dtype), do_smem.at[slot], interpret)
                 dp = mm(v_smem.at[wg], do_smem.at[slot], b_transposed=True)
                 ds = p * (dp - _cols(columns(delta_smem.at[slot]), BLOCK))
                 if dz is not None:
                     ds = ds * dz
-                dk = dk + mm((ds * spec.score.scale).astype(dtype), q_smem.at[slot])
+                dk = fwd.accumulate(dk, (ds * spec.score.scale).astype(dtype), q_smem.at[slot], interpret)
                 plgpu.barrier_arrive(consumed.at[slot])
                 return dk, dv
 
@@ -265,7 +265,7 @@ def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGE
                 ds = p * (dp - dl)
                 if dz is not None:
                     ds = ds * dz
-                dq = dq + mm((ds * spec.score.scale).astype(dtype), k_smem.at[slot])
+                dq = fwd.accumulate(dq, (ds * spec.score.scale).astype(dtype), k_smem.at[slot], interpret)
                 plgpu.barrier_arrive(k_consumed.at[slot])
                 return dq
 
