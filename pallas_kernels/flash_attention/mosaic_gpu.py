@@ -40,7 +40,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from pallas_kernels.flash_attention.scores import LOG2E, LN2
+from pallas_kernels.flash_attention.masks import visible
+from pallas_kernels.flash_attention.scores import LN2, logits2
 
 BLOCK_Q = 64  # query rows per compute warpgroup (the wgmma M)
 BLOCK_K = 128  # keys per tile
@@ -71,16 +72,6 @@ def _mma_transforms(cols, dtype):
         if cols % (swizzle // itemsize) == 0:
             return plgpu.TilingTransform((8, swizzle // itemsize)), plgpu.SwizzleTransform(swizzle)
     raise ValueError(f"no wgmma tiling for {cols} columns of {jnp.dtype(dtype).name}")
-
-
-def _scores2(s, spec):
-    """Raw ``q.k`` (float32, WGMMA layout) -> base-2 logits, the softcap applied."""
-    score = spec.score
-    if score.softcap is None:
-        return s * (score.scale * LOG2E)
-    z = s * (score.scale / score.softcap)
-    tanh = 1.0 - 2.0 / (1.0 + jnp.exp2(z * (2.0 * LOG2E)))  # scores.tanh_exp2, inline
-    return tanh * (score.softcap * LOG2E)
 
 
 def _rows(x, cols):
@@ -140,25 +131,12 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
                 slot = lax.rem(i, stages)
                 plgpu.barrier_wait(k_barriers.at[slot])
 
-                def qk(acc_ref):
-                    plgpu.wgmma(acc_ref, q_smem.at[wg], plgpu.transpose_ref(k_smem.at[slot], (1, 0)))
-                    return acc_ref[...]
-
-                # The interpreter (a simulated GPU) runs the matmuls as plain dots: it simulates
-                # neither transposed wgmma operands nor operands in registers (see accumulate).
-                if interpret:
-                    s = lax.dot_general(q_smem[wg], k_smem[slot], (((1,), (1,)), ((), ())),
-                                        preferred_element_type=jnp.float32)
-                else:
-                    s = pl.run_scoped(qk, plgpu.ACC((block_q, block_k), jnp.float32))
+                s = dot_nt(q_smem.at[wg], k_smem.at[slot], interpret)
                 plgpu.barrier_arrive(k_consumed.at[slot])
-                t = _scores2(s, spec)
-                keys = cols + i * block_k
+                t, _ = logits2(spec.score, s)
                 if masked:
-                    visible = keys < kv_len
-                    if causal:
-                        visible = visible & (keys <= rows)
-                    t = jnp.where(visible, t, -jnp.inf)
+                    keys = cols + i * block_k
+                    t = jnp.where(visible(mask, rows, keys, k_idx=keys), t, -jnp.inf)
                 m_new = jnp.maximum(m, jnp.max(t, axis=1))
                 alpha = jnp.exp2(m - m_new)
                 p = jnp.exp2(t - _rows(m_new, block_k))
@@ -241,6 +219,24 @@ def register_ops(interpret):
     return iota, cast
 
 
+def dot_nt(a_ref, b_ref, interpret):
+    """``a @ b^T`` in float32 of two shared-memory tiles (``b`` read transposed by ``wgmma``); in the
+    interpreter, which simulates no transposed operand, a plain dot."""
+    if interpret:
+        return lax.dot_general(a_ref[...], b_ref[...], (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+    def body(acc_ref):
+        plgpu.wgmma(acc_ref, a_ref, plgpu.transpose_ref(b_ref, (1, 0)))
+        return acc_ref[...]
+
+    return pl.run_scoped(body, plgpu.ACC((a_ref.shape[0], b_ref.shape[0]), jnp.float32))
+
+
+def load_vector(ref, layout, interpret):
+    """A ``[n]`` shared-memory vector in registers, in ``layout`` (a reduced WGMMA layout) when compiled."""
+    return ref[...] if interpret else plgpu.load(ref, (), layout=layout)
+
+
 def accumulate(acc, a, b_ref, interpret):
     """``acc + a @ b`` in float32 (``a`` in registers, ``b`` a shared-memory tile): compiled, one
     ``wgmma`` accumulating in place into ``acc``'s registers (no second tile of registers for the
@@ -288,7 +284,7 @@ def _interpret_params():
 
 def _kernel_types(outs, scratch):
     """``plgpu.kernel``'s output and scratch arguments under this JAX's names (``out_type`` /
-    ``scratch_types`` since 0.10, ``out_shape`` / ``scratch_shapes`` before)."""
+    ``scratch_types`` from 0.10.2, ``out_shape`` / ``scratch_shapes`` in 0.10.0 and 0.10.1)."""
     import inspect
 
     params = inspect.signature(plgpu.kernel).parameters

@@ -26,48 +26,11 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from pallas_kernels.flash_attention import mosaic_gpu as fwd
-from pallas_kernels.flash_attention.scores import LOG2E
+from pallas_kernels.flash_attention.masks import visible
+from pallas_kernels.flash_attention.scores import logits2, softcap_grad
 
 BLOCK = 64  # rows per compute warpgroup (keys in dk/dv, queries in dq) and rows of a streamed tile
 STAGES = 2
-
-
-def _logits2(s, spec):
-    """``(t, dz)``: base-2 logits of raw ``q.k`` and ``d capped / d z`` (None without softcap)."""
-    score = spec.score
-    if score.softcap is None:
-        return s * (score.scale * LOG2E), None
-    tanh = 1.0 - 2.0 / (1.0 + jnp.exp2(s * (score.scale / score.softcap * 2.0 * LOG2E)))
-    return tanh * (score.softcap * LOG2E), 1.0 - tanh * tanh
-
-
-def _helpers(interpret):
-    iota, cast = fwd.register_ops(interpret)
-
-    def mm(a, b_ref, b_transposed=False):
-        """``a @ b`` (``a`` a register tile or an SMEM ref, ``b`` an SMEM ref; ``b^T`` if asked), float32."""
-        if interpret:
-            a_val = a[...] if hasattr(a, "shape") and not isinstance(a, jax.Array) else a
-            b_val = b_ref[...]
-            dims = (((1,), (1,)), ((), ())) if b_transposed else (((1,), (0,)), ((), ()))
-            return lax.dot_general(a_val, b_val, dims, preferred_element_type=jnp.float32)
-        rows = a.shape[0]
-        cols = b_ref.shape[0] if b_transposed else b_ref.shape[1]
-        b_op = plgpu.transpose_ref(b_ref, (1, 0)) if b_transposed else b_ref
-
-        def body(acc_ref):
-            plgpu.wgmma(acc_ref, a, b_op)
-            return acc_ref[...]
-
-        return pl.run_scoped(body, plgpu.ACC((rows, cols), jnp.float32))
-
-    def columns(ref):
-        """A ``[cols]`` SMEM vector as a per-column value (broadcast over the rows of a WGMMA tile)."""
-        if interpret:
-            return ref[...]
-        return plgpu.load(ref, (), layout=plgpu.Layout.WGMMA.reduce(0))
-
-    return iota, cast, mm, columns
 
 
 def _dims(q, k, spec):
@@ -90,10 +53,12 @@ def _store_rows(value, smem, gmem_slice):
 def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
     """``dk``, ``dv`` like ``k``, ``v`` (padded shapes as the forward's)."""
     batch, q_len, heads, dim, kv_len_p, kv_heads, groups, kv_len, q_offset, causal = _dims(q, k, spec)
+    mask, masked = spec.mask, causal or kv_len % BLOCK != 0  # tiles need the mask at all
     nq = q_len // BLOCK
     dtype = q.dtype
     transforms = fwd._mma_transforms(dim, dtype)
-    iota, cast, mm, columns = _helpers(interpret)
+    iota, cast = fwd.register_ops(interpret)
+    columns = plgpu.Layout.WGMMA.reduce(0)  # a per-query vector across a [keys, queries] tile
 
     def kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref,
                k_smem, v_smem, q_smem, do_smem, lse_smem, delta_smem, out_smem,
@@ -128,21 +93,17 @@ def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STA
                 _, j = tile_of(i)
                 for bar in (q_bar, lse_bar):
                     plgpu.barrier_wait(bar.at[slot])
-                t, dz = _logits2(mm(k_smem.at[wg], q_smem.at[slot], b_transposed=True), spec)
-                p = jnp.exp2(t - _cols(columns(lse_smem.at[slot]), BLOCK))
-                queries = iota((BLOCK, BLOCK), 1) + (j * BLOCK + q_offset)
-                if causal or kv_len % BLOCK:
-                    visible = keys < kv_len
-                    if causal:
-                        visible = visible & (keys <= queries)
-                    p = jnp.where(visible, p, 0.0)
+                t, capped = logits2(spec.score, fwd.dot_nt(k_smem.at[wg], q_smem.at[slot], interpret))
+                p = jnp.exp2(t - _cols(fwd.load_vector(lse_smem.at[slot], columns, interpret), BLOCK))
+                if masked:
+                    queries = iota((BLOCK, BLOCK), 1) + (j * BLOCK + q_offset)
+                    p = jnp.where(visible(mask, queries, keys, k_idx=keys), p, 0.0)
                 for bar in (do_bar, delta_bar):
                     plgpu.barrier_wait(bar.at[slot])
                 dv = fwd.accumulate(dv, p.astype(dtype), do_smem.at[slot], interpret)
-                dp = mm(v_smem.at[wg], do_smem.at[slot], b_transposed=True)
-                ds = p * (dp - _cols(columns(delta_smem.at[slot]), BLOCK))
-                if dz is not None:
-                    ds = ds * dz
+                dp = fwd.dot_nt(v_smem.at[wg], do_smem.at[slot], interpret)
+                ds = p * (dp - _cols(fwd.load_vector(delta_smem.at[slot], columns, interpret), BLOCK))
+                ds = softcap_grad(spec.score, ds, capped)
                 dk = fwd.accumulate(dk, (ds * spec.score.scale).astype(dtype), q_smem.at[slot], interpret)
                 plgpu.barrier_arrive(consumed.at[slot])
                 return dk, dv
@@ -208,11 +169,11 @@ def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STA
 def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
     """``dq`` like ``q``."""
     batch, q_len, heads, dim, kv_len_p, kv_heads, groups, kv_len, q_offset, causal = _dims(q, k, spec)
+    mask, masked = spec.mask, causal or kv_len % BLOCK != 0  # tiles need the mask at all
     num_kv = -(-kv_len // BLOCK)
     dtype = q.dtype
     transforms = fwd._mma_transforms(dim, dtype)
-    iota, cast, mm, columns = _helpers(interpret)
-    del columns
+    iota, cast = fwd.register_ops(interpret)
 
     def kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref,
                q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem,
@@ -238,12 +199,9 @@ def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGE
             for i in range(2):
                 plgpu.barrier_wait(q_bar.at[2 * i + wg])
                 plgpu.barrier_wait(row_bar.at[2 * i + wg])
-            if interpret:
-                lse, dl = lse_smem[wg], delta_smem[wg]
-            else:
-                row_layout = plgpu.Layout.WGMMA.reduce(1)
-                lse = plgpu.load(lse_smem.at[wg], (), layout=row_layout)
-                dl = plgpu.load(delta_smem.at[wg], (), layout=row_layout)
+            row_layout = plgpu.Layout.WGMMA.reduce(1)
+            lse = fwd.load_vector(lse_smem.at[wg], row_layout, interpret)
+            dl = fwd.load_vector(delta_smem.at[wg], row_layout, interpret)
             lse = fwd._rows(lse, BLOCK)
             dl = fwd._rows(dl, BLOCK)
             queries = iota((BLOCK, BLOCK), 0) + (row0 + q_offset)
@@ -251,20 +209,15 @@ def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGE
             def step(i, dq):
                 slot = lax.rem(i, stages)
                 plgpu.barrier_wait(k_bar.at[slot])
-                t, dz = _logits2(mm(q_smem.at[wg], k_smem.at[slot], b_transposed=True), spec)
+                t, capped = logits2(spec.score, fwd.dot_nt(q_smem.at[wg], k_smem.at[slot], interpret))
                 p = jnp.exp2(t - lse)
-                keys = iota((BLOCK, BLOCK), 1) + i * BLOCK
-                if causal or kv_len % BLOCK:
-                    visible = keys < kv_len
-                    if causal:
-                        visible = visible & (keys <= queries)
-                    p = jnp.where(visible, p, 0.0)
+                if masked:
+                    keys = iota((BLOCK, BLOCK), 1) + i * BLOCK
+                    p = jnp.where(visible(mask, queries, keys, k_idx=keys), p, 0.0)
                 plgpu.barrier_wait(v_bar.at[slot])
-                dp = mm(do_smem.at[wg], v_smem.at[slot], b_transposed=True)
+                dp = fwd.dot_nt(do_smem.at[wg], v_smem.at[slot], interpret)
                 plgpu.barrier_arrive(v_consumed.at[slot])
-                ds = p * (dp - dl)
-                if dz is not None:
-                    ds = ds * dz
+                ds = softcap_grad(spec.score, p * (dp - dl), capped)
                 dq = fwd.accumulate(dq, (ds * spec.score.scale).astype(dtype), k_smem.at[slot], interpret)
                 plgpu.barrier_arrive(k_consumed.at[slot])
                 return dq
