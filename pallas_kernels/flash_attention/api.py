@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.platform import platform as _platform
-from pallas_kernels.flash_attention import masks, pallas_gpu
+from pallas_kernels.flash_attention import masks, mosaic_gpu, mosaic_gpu_bwd, pallas_gpu
 from pallas_kernels.flash_attention.block_sizes import block_sizes as table_block_sizes
 from pallas_kernels.flash_attention.block_sizes import mosaic_gpu_backward as table_mgpu_backward
 from pallas_kernels.flash_attention.block_sizes import softcap_tanh as table_softcap_tanh
@@ -122,7 +122,6 @@ def _flash(q, k, v, aux, plan):
 
 def _forward(q, k, v, aux, plan):
     if plan.backend == "mosaic_gpu":
-        from pallas_kernels.flash_attention import mosaic_gpu
         return mosaic_gpu.forward(q, k, v, plan.fwd, interpret=plan.interpret)
     lists = aux["lists"]["fwd"]
     return _module(plan).forward(q, k, v, aux, lists["order"], lists["counts"], plan.fwd, plan.interpret)
@@ -141,7 +140,6 @@ def _flash_bwd(plan, res, cotangents):
     delta = delta - jnp.where(jnp.isfinite(lse), dlse, 0.0)
     lse2 = jnp.where(jnp.isfinite(lse), lse * LOG2E, jnp.inf)
     if plan.backend == "mosaic_gpu" and plan.mgpu_backward == "mosaic_gpu":
-        from pallas_kernels.flash_attention import mosaic_gpu_bwd
         dq = mosaic_gpu_bwd.backward_dq(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
         dk, dv = mosaic_gpu_bwd.backward_dkdv(q, k, v, do, lse2, delta, plan.fwd, interpret=plan.interpret)
         return dq, dk, dv, None
@@ -275,10 +273,6 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
     rows = {name: _fit(row, q_len, kv_len, None if layout is None else layout_block) for name, row in rows.items()}
     q_pad = _pad_to_multiple(q_len, max(rows[n][0] for n in rows))
     kv_pad = _pad_to_multiple(kv_len, max(rows[n][1] for n in rows))
-    if backend == "mosaic_gpu":
-        from pallas_kernels.flash_attention import mosaic_gpu
-        q_pad = _pad_to_multiple(q_pad, 2 * mosaic_gpu.BLOCK_Q)
-        kv_pad = _pad_to_multiple(kv_pad, mosaic_gpu.BLOCK_K)
 
     mask = MaskSpec(causal=bool(causal), window=window, num_sinks=int(num_sinks),
                     segments=segment_ids is not None, layout_block=None if layout is None else layout_block,
@@ -288,6 +282,12 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
                       alibi=alibi_slopes is not None,
                       alibi_cap=None if alibi_max_distance is None else int(alibi_max_distance),
                       tanh=_softcap_tanh(backend, interpret, q.dtype, softcap))
+    if backend == "mosaic_gpu":
+        reason = mosaic_gpu.why_not(mask, score, q.dtype, head_dim, v_dim)
+        if reason is not None:
+            raise ValueError(f"flash_attention(backend='mosaic_gpu') cannot serve these inputs: {reason}")
+        q_pad = _pad_to_multiple(q_pad, 2 * mosaic_gpu.BLOCK_Q)
+        kv_pad = _pad_to_multiple(kv_pad, mosaic_gpu.BLOCK_K)
 
     aux, batched_positions = _mask_arrays(positions, segment_ids, layout, alibi_slopes, batch=batch,
                                           heads=heads, q_len=q_len, kv_len=kv_len, q_pad=q_pad, kv_pad=kv_pad)
@@ -313,11 +313,6 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
             layout_cols=layout_cols, batched_lists=segment_ids is not None or batched_positions,
             batched_positions=batched_positions, reverse=mask.causal and not by_key,
             precise=q.dtype == jnp.float32, max_count=tl.max_count_t if by_key else tl.max_count, **launch)
-    if backend == "mosaic_gpu":
-        from pallas_kernels.flash_attention import mosaic_gpu
-        reason = mosaic_gpu.why_not(specs["fwd"], q.dtype, head_dim, v_dim)
-        if reason is not None:
-            raise ValueError(f"flash_attention(backend='mosaic_gpu') cannot serve these inputs: {reason}")
     plan = _Plan(backend=backend, interpret=interpret,
                  mgpu_backward=table_mgpu_backward() if backend == "mosaic_gpu" else "triton", **specs)
 

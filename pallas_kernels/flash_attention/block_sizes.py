@@ -48,11 +48,16 @@ TABLE = {
 SOFTCAP_TANH = {"default": "exp2"}
 
 
+def _row(table, kind):
+    """``table``'s entry for device ``kind`` (default: the default device's): the first key ``kind``
+    starts with (lower case), else ``"default"``."""
+    kind = (kind or jax.devices()[0].device_kind).lower()
+    return next((v for k, v in table.items() if k != "default" and kind.startswith(k)), table["default"])
+
+
 def softcap_tanh(kind: str = None) -> str:
     """``"exp2"`` or ``"approx"``: the softcap's tanh for compiled GPU kernels on ``kind``."""
-    kind = (kind or jax.devices()[0].device_kind).lower()
-    return next((v for k, v in SOFTCAP_TANH.items() if k != "default" and kind.startswith(k)),
-                SOFTCAP_TANH["default"])
+    return _row(SOFTCAP_TANH, kind)
 
 
 # backend="mosaic_gpu": the backward's kernels, "mosaic_gpu" (mosaic_gpu_bwd) or "triton" (the Triton
@@ -61,9 +66,8 @@ MOSAIC_GPU_BACKWARD = {"default": "mosaic_gpu"}
 
 
 def mosaic_gpu_backward(kind: str = None) -> str:
-    kind = (kind or jax.devices()[0].device_kind).lower()
-    return next((v for k, v in MOSAIC_GPU_BACKWARD.items() if k != "default" and kind.startswith(k)),
-                MOSAIC_GPU_BACKWARD["default"])
+    """``"mosaic_gpu"`` or ``"triton"``: the backward of ``backend="mosaic_gpu"`` on ``kind``."""
+    return _row(MOSAIC_GPU_BACKWARD, kind)
 
 
 def block_sizes(head_dim: int, kind: str = None, **overrides):
@@ -72,7 +76,6 @@ def block_sizes(head_dim: int, kind: str = None, **overrides):
     ``head_dim`` is rounded up to a row of the table (64, 128 or 256);
     ``overrides`` replace whole rows (``fwd=(64, 64, 4, 2)``).
     """
-    kind = (kind or jax.devices()[0].device_kind).lower()
-    table = next((v for k, v in TABLE.items() if k != "default" and kind.startswith(k)), TABLE["default"])
+    table = _row(TABLE, kind)
     dim = next(d for d in (64, 128, 256) if head_dim <= d or d == 256)
     return {**table[dim], **{k: tuple(v) for k, v in overrides.items() if v is not None}}

@@ -50,13 +50,14 @@ HEAD_DIMS = (64, 128)
 COMPUTE_REGISTERS, MEMORY_REGISTERS = 232, 40
 
 
-def why_not(spec, q_dtype, head_dim, v_dim) -> Optional[str]:
-    """Why this kernel cannot serve a launch described by ``spec`` (``None`` if it can)."""
-    m = spec.mask
+def why_not(mask, score, q_dtype, head_dim, v_dim) -> Optional[str]:
+    """Why these kernels cannot serve a launch with ``mask`` / ``score`` (``MaskSpec`` / ``ScoreSpec``;
+    ``None`` if they can)."""
+    m = mask
     if m.window is not None or m.num_sinks or m.segments or m.layout_block is not None or m.explicit_positions:
         return ("the Mosaic GPU kernel serves plain causal or bidirectional attention (with softcap); "
                 "windows, sinks, segment_ids, block masks and positions need backend='triton'")
-    if spec.score.alibi:
+    if score.alibi:
         return "the Mosaic GPU kernel has no ALiBi; use backend='triton'"
     if jnp.dtype(q_dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         return f"the Mosaic GPU kernel takes bfloat16 or float16 inputs, got {jnp.dtype(q_dtype).name}"
