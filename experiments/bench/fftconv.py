@@ -56,16 +56,26 @@ def _batch(length):
     return 8 if length <= 16384 else 2
 
 
+def _inputs(batch, length):
+    """``u`` ``[batch, length, CHANNELS]`` and a causal kernel as long as the sequence, float32."""
+    ku, kk = jax.random.split(jax.random.PRNGKey(0))
+    u = jax.random.normal(ku, (batch, length, CHANNELS), jnp.float32)
+    return u, jax.random.normal(kk, (length, CHANNELS), jnp.float32) / length**0.5
+
+
+def _xla():
+    """``jnp.fft``'s (forward, forward+backward), jitted."""
+    return fwd_bwd(lambda u, k: fft_conv(u, k, backend="xla"), argnums=(0, 1))
+
+
 def _case(length, quick, variants=("default",)):
     batch = _batch(length)
 
     def measure():
-        ku, kk = jax.random.split(jax.random.PRNGKey(0))
-        u = jax.random.normal(ku, (batch, length, CHANNELS), jnp.float32)
-        k = jax.random.normal(kk, (length, CHANNELS), jnp.float32) / length**0.5
+        u, k = _inputs(batch, length)
         iters = 5 if quick else 20
         out = {}
-        xla_fwd, xla_both = fwd_bwd(lambda u, k: fft_conv(u, k, backend="xla"), argnums=(0, 1))
+        xla_fwd, xla_both = _xla()
         out["xla_fwd_ms"] = time_ms(xla_fwd, u, k, iters=iters)
         out["xla_fwdbwd_ms"] = time_ms(xla_both, u, k, iters=iters)
         out["xla_temp_MiB"] = (temp_bytes(xla_both, u, k) or 0) / 2**20
@@ -137,10 +147,8 @@ def diagnose(lengths=(1024, 16384), rows=None, profile=True):
 
     for length in lengths:
         batch = _batch(length)
-        ku, kk = jax.random.split(jax.random.PRNGKey(0))
-        u = jax.random.normal(ku, (batch, length, CHANNELS), jnp.float32)
-        k = jax.random.normal(kk, (length, CHANNELS), jnp.float32) / length**0.5
-        xla_fwd, xla_both = fwd_bwd(lambda u, k: fft_conv(u, k, backend="xla"), argnums=(0, 1))
+        u, k = _inputs(batch, length)
+        xla_fwd, xla_both = _xla()
         base = dict(xla_fwd_ms=time_ms(xla_fwd, u, k, iters=5), xla_fwd_bwd_ms=time_ms(xla_both, u, k, iters=5))
         ref = xla_fwd(u, k)
         for row in (DIAGNOSE_ROWS if rows is None else rows):
@@ -154,9 +162,8 @@ def diagnose(lengths=(1024, 16384), rows=None, profile=True):
 
             run_case("fft_conv/diagnose", measure, batch=batch, length=length, channels=CHANNELS, row=row)
         if profile:
-            for name, fn in (("fwd", jax.jit(lambda u, k: convolve(u, k, causal=True))),
-                             ("fwd_bwd", fwd_bwd(lambda u, k: convolve(u, k, causal=True), argnums=(0, 1))[1]),
-                             ("xla_fwd_bwd", xla_both)):
+            fwd, both = fwd_bwd(lambda u, k: convolve(u, k, causal=True), argnums=(0, 1))
+            for name, fn in (("fwd", fwd), ("fwd_bwd", both), ("xla_fwd_bwd", xla_both)):
                 run_case("fft_conv/profile", lambda fn=fn: device_op_times(fn, u, k, top=12, depth=2),
                          batch=batch, length=length, what=name)
 
