@@ -71,8 +71,10 @@ def _device_events(trace: dict) -> List[dict]:
 
 
 def device_op_times(jitted: Callable, *args, iters: int = 3, top: int = 25, depth: int = 3) -> Dict:
-    """``{"device_ms_per_iter", "ops": [{op, module, ms, fraction}], "modules": [{module, ms, fraction}]}``
-    for ``jitted(*args)`` (already jitted; compiled and warmed up here first)."""
+    """``{"device_ms_per_iter", "ops": [{op, name, ms, fraction}], "modules": [{module, ms, fraction}],
+    "sample_events"}`` for ``jitted(*args)`` (already jitted; compiled once and warmed up here first);
+    ``sample_events``: the first two device events' names and argument keys, to see what a trace
+    recorded when the names do not resolve."""
     compiled = jitted.lower(*args).compile()  # compiled once: run and named from the same executable
     jax.block_until_ready(compiled(*args))
     try:
