@@ -11,7 +11,7 @@ the ratio to the first mixer listed. One JSON line per mixer.
 
 ``--profile`` instead profiles one loss-and-gradient step of each model (no
 optimizer) and prints where its device time goes, per module summed over the
-layers (``blocks/GLA/gk_up``) and per op (``experiments.bench.profile``): the
+layers (``blocks/GLA/gk_up``) and per op (``experiments.bench.device_profile``): the
 breakdown that says which part of a block to make faster.
 """
 
@@ -72,7 +72,7 @@ def profile_step(config, top=30):
     import jax
     import numpy as np
 
-    from experiments.bench.profile import device_op_times
+    from experiments.bench.device_profile import device_op_times
     from sequax.data import make_task
     from sequax.models.backbone import build_model
     from sequax.train.trainer import loss_and_metrics

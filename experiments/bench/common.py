@@ -42,7 +42,12 @@ def time_ms(fn: Callable, *args, warmup: int = 2, iters: int = 10) -> float:
 
 
 def fwd_bwd(f: Callable, argnums):
-    """``(forward, forward+backward)`` jitted: the backward sums the outputs against a fixed cotangent."""
+    """``(forward, forward+backward)`` jitted: the backward sums the outputs against a fixed cotangent.
+
+    The forward+backward returns the loss beside the gradients, as a training step does: with the
+    gradients alone XLA drops every forward kernel whose outputs the backward does not read (a
+    custom VJP that recomputes from the inputs), and the figure would be the backward's alone.
+    """
     fwd = jax.jit(f)
 
     def loss(*args):
@@ -50,7 +55,7 @@ def fwd_bwd(f: Callable, argnums):
         leaves = jax.tree_util.tree_leaves(out)
         return sum(jnp.sum(x.astype(jnp.float32) * 1e-3) for x in leaves)
 
-    both = jax.jit(jax.grad(loss, argnums=argnums))
+    both = jax.jit(jax.value_and_grad(loss, argnums=argnums))
     return fwd, both
 
 
@@ -85,7 +90,7 @@ def layer_fwd_bwd(mixer: str, length: int, d_model: int = 1024, **mixer_kwargs) 
     def loss(params, x):
         return jnp.sum(module.apply(params, x).astype(jnp.float32) * 1e-3)
 
-    step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))  # the loss too: see fwd_bwd
     ms = time_ms(step, params, x, warmup=1, iters=3 if length >= 262144 else 10)
     return dict(fwd_bwd_ms=ms, us_per_token=ms * 1e3 / length, temp_bytes=temp_bytes(step, params, x),
                 backend=getattr(module, "backend", None))

@@ -143,7 +143,7 @@ DIAGNOSE_ROWS = [
 def diagnose(lengths=(1024, 16384), rows=None, profile=True):
     """Per override row: forward and forward+backward ms at ``[8, L, 1024]`` float32 beside
     ``jnp.fft`` in the same run, and (``profile``) the default row's device time per kernel pass."""
-    from experiments.bench.profile import device_op_times
+    from experiments.bench.device_profile import device_op_times
 
     for length in lengths:
         batch = _batch(length)

@@ -4,8 +4,8 @@ DeltaNet layer up to 1M tokens.
 
 One JSON line per case (``experiments.bench.common``); every ratio is taken against an anchor
 measured in the same run. ``python -m experiments.bench.linear_attention [--quick | --sweep |
---stages]`` (``--stages``: each kernel launch of GLA and retention timed alone, to see where the
-vector gates' time goes).
+--stages]`` (``--stages``: each kernel launch of GLA, retention and the delta rule timed alone, to see where
+the vector gates' and the delta rule's time goes).
 
 Ops and their fla peers: ``gla`` (``chunk_gla``), ``retention`` (``chunk_simple_gla``),
 ``linear_attention`` (``chunk_linear_attn``, ``normalize=False``), ``delta_rule``
@@ -96,7 +96,7 @@ def _max_diffs(args, op):
     out["o_rel_diff_vs_xla"] = float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
     _, gp = fwd_bwd(_op(op, "pallas", None), tuple(range(len(args))))
     _, gx = fwd_bwd(_op(op, "xla", "chunked"), tuple(range(len(args))))
-    for i, (a, b) in enumerate(zip(gp(*args), gx(*args))):
+    for i, (a, b) in enumerate(zip(gp(*args)[1], gx(*args)[1])):
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         out[f"grad{i}_rel_diff_vs_xla"] = float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
     return out
@@ -240,6 +240,53 @@ def stages(ops=("gla", "retention"), shape=SHAPES[0]):
                  chunk=CHUNK, block_sizes=block_sizes())
 
 
+def delta_stages(shape=SHAPES[0]):
+    """Each launch of the delta-rule kernels timed alone at ``shape`` beside the whole op, same run:
+    the WY pass, the sequential state pass and the output forward; the backward's WY pass (with the
+    output's cotangent), its reverse state pass and the gradient kernel. One line."""
+    from pallas_kernels.linear_attention import api, pallas_gpu_delta as kd
+    from pallas_kernels.linear_attention.block_sizes import block_sizes
+
+    def measure():
+        q, k, v, beta = _inputs("delta_rule", *shape)
+        full = _measure(_op("delta_rule", "pallas", None), (q, k, v, beta), iters=5)
+        q, k, v, h0, seg, padded, pk, pv = api._prepare(q, k, v, None, None, CHUNK)
+        assert seg is None and padded == shape[1] and (pk, pv) == shape[3:] * 2
+        cfg = api._config(pk**-0.5, CHUNK, pk, pv)
+        do = jax.random.normal(jax.random.PRNGKey(1), v.shape, jnp.float32).astype(v.dtype)
+        tiles = dict(chunk=cfg.chunk, interpret=cfg.interpret)
+        state = dict(bv=cfg.delta_bv, warps=cfg.warps_state, stages=cfg.stages_state, **tiles)
+        wy_fwd = jax.jit(lambda k, v, beta: kd.wy(k, v, beta, None, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
+                                                  **tiles))
+        state_fwd = jax.jit(lambda w, u, k, h0: kd.state_fwd(w, u, k, None, h0, **state))
+        output = jax.jit(lambda q, k, vnew, h: kd.output(q, k, vnew, None, h, scale=cfg.scale, bk=cfg.delta_bk,
+                                                         bv=cfg.bv, warps=cfg.warps, out_dtype=v.dtype, **tiles))
+        wy_bwd = jax.jit(lambda k, v, beta, q, do: kd.wy(k, v, beta, None, bk=cfg.delta_bk, bv=cfg.bv,
+                                                         warps=cfg.warps, q=q, do=do, scale=cfg.scale, **tiles))
+        state_bwd = jax.jit(lambda q, k, w, dvl, do, df: kd.state_bwd(q, k, w, dvl, do, None, df, scale=cfg.scale,
+                                                                      **state))
+        grads = jax.jit(lambda *a: kd.grads(*a[:4], None, *a[4:], scale=cfg.scale, bk=cfg.delta_bk, bv=cfg.bv,
+                                            warps=cfg.warps, beta_dtype=beta.dtype, **tiles))
+        u, w = wy_fwd(k, v, beta)
+        h, vnew, final = state_fwd(w, u, k, h0)
+        u, w, tmat, dvl = wy_bwd(k, v, beta, q, do)
+        dfinal = jnp.zeros_like(final)
+        dh, dd, _ = state_bwd(q, k, w, dvl, do, dfinal)
+        r = dict(op_fwd_ms=full["fwd_ms"], op_fwd_bwd_ms=full["fwd_bwd_ms"],
+                 wy_fwd_ms=time_ms(wy_fwd, k, v, beta, iters=5),
+                 state_fwd_ms=time_ms(state_fwd, w, u, k, h0, iters=5),
+                 output_fwd_ms=time_ms(output, q, k, vnew, h, iters=5),
+                 wy_bwd_ms=time_ms(wy_bwd, k, v, beta, q, do, iters=5),
+                 state_bwd_ms=time_ms(state_bwd, q, k, w, dvl, do, dfinal, iters=5),
+                 grads_ms=time_ms(grads, q, k, v, beta, h, dh, vnew, dd, u, w, tmat, do, iters=5))
+        r["launches_fwd_bwd_ms"] = (r["wy_fwd_ms"] + 2 * r["state_fwd_ms"] + r["output_fwd_ms"] + r["wy_bwd_ms"]
+                                    + r["state_bwd_ms"] + r["grads_ms"])
+        return r
+
+    run_case("stages/delta_rule", measure, shape=dict(zip("BTHD", shape)), dtype="bfloat16", chunk=CHUNK,
+             block_sizes=block_sizes())
+
+
 def run(quick: bool) -> None:
     """All cases. ``quick``: the long shape with GLA's and DeltaNet's peers, layers at 16K and 1M."""
     emit(case="linear_attention/setup", device=jax.devices()[0].device_kind, jax=jax.__version__, quick=quick)
@@ -257,5 +304,6 @@ if __name__ == "__main__":
         sweep()
     elif "--stages" in sys.argv:
         stages()
+        delta_stages()
     else:
         run(quick="--quick" in sys.argv)

@@ -1,9 +1,9 @@
-"""The device-time profile reader (experiments/bench/profile.py), on synthetic traces and HLO text."""
+"""The device-time profile reader (experiments/bench/device_profile.py), on synthetic traces and HLO text."""
 
 import jax
 import jax.numpy as jnp
 
-from experiments.bench import profile
+from experiments.bench import device_profile as profile
 
 
 def _meta(pid, tid, process, thread):
