@@ -106,7 +106,7 @@ def _mosaic_gpu(opts, backward="mosaic_gpu"):
     from pallas_kernels.flash_attention import flash_attention
 
     def f(q, k, v):
-        with mock.patch.dict(table.MOSAIC_GPU_BACKWARD, {"default": backward}):
+        with mock.patch.dict(table.MOSAIC_GPU_BACKWARD, {"default": backward}, clear=True):
             return flash_attention(q, k, v, backend="mosaic_gpu", **opts)
 
     return f
@@ -310,7 +310,7 @@ def softcap_tanh_cases(shape=SWEEP_SHAPE, softcap=30.0):
             r["max_abs_diff_vs_f32"] = float(jnp.max(jnp.abs(jax.jit(f)(*args).astype(jnp.float32) - ref)))
             return r
 
-        with mock.patch.dict(table.SOFTCAP_TANH, {"default": form}):
+        with mock.patch.dict(table.SOFTCAP_TANH, {"default": form}, clear=True):  # every device row
             run_case(f"attention/softcap_tanh/{form}", case, B=shape[0], H=shape[1], L=shape[2], D=shape[3],
                      softcap=softcap)
 

@@ -326,11 +326,14 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
 
 
 def _softcap_tanh(backend, interpret, dtype, softcap) -> str:
-    """The softcap's tanh form: the table's (``"approx"`` possible) only for compiled Triton kernels
-    on 16-bit inputs; ``"exp2"`` everywhere else (interpret mode, TPU, float32 inputs)."""
-    if softcap is None or interpret or backend != "triton" or jnp.dtype(dtype).itemsize > 2:
+    """The softcap's tanh form: where the table says ``"approx"``, the GPU's ``tanh.approx`` for compiled
+    Triton (``"approx"``) and Mosaic GPU (``"native"``) kernels on 16-bit inputs; ``"exp2"`` everywhere
+    else (interpret mode, TPU, float32 inputs)."""
+    if softcap is None or interpret or backend == "tpu" or jnp.dtype(dtype).itemsize > 2:
         return "exp2"
-    return table_softcap_tanh()
+    if table_softcap_tanh() != "approx":
+        return "exp2"
+    return "native" if backend == "mosaic_gpu" else "approx"
 
 
 def _pad_to_multiple(n, block):

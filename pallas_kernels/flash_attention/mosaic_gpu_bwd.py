@@ -9,9 +9,11 @@ into a ring of shared-memory slots with TMA copies.
   ``lse`` and ``delta``). Per tile: ``S^T = K Q^T``, ``P^T = exp2(S^T - lse)``,
   ``dV += P^T dO``, ``dP^T = V dO^T``, ``dS^T = P^T (dP^T - delta)``,
   ``dK += dS^T Q``; a causal block starts at the first query tile that sees
-  its keys.
+  its keys, and only the tiles on its diagonal (or holding padded keys) apply
+  the mask.
 - ``backward_dq``: a block owns 2 x 64 query rows and streams key/value tiles up
-  to its diagonal: ``S = Q K^T``, ``P``, ``dP = dO V^T``, ``dS``, ``dQ += dS K``.
+  to its diagonal: ``S = Q K^T``, ``P``, ``dP = dO V^T``, ``dS``, ``dQ += dS K``;
+  wholly visible tiles skip the mask, as in the forward.
 
 Same inputs as the Triton backward (``lse2``: base 2, ``+inf`` for rows that
 see no key; ``delta = rowsum(dO o)``), same masks and softcap as the forward.
@@ -53,7 +55,7 @@ def _store_rows(value, smem, gmem_slice):
 def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
     """``dk``, ``dv`` like ``k``, ``v`` (padded shapes as the forward's)."""
     batch, q_len, heads, dim, kv_len_p, kv_heads, groups, kv_len, q_offset, causal = _dims(q, k, spec)
-    mask, masked = spec.mask, causal or kv_len % BLOCK != 0  # tiles need the mask at all
+    mask, mask_keys = spec.mask, kv_len % BLOCK != 0  # mask_keys: the last key tile holds padding
     nq = q_len // BLOCK
     dtype = q.dtype
     transforms = fwd._mma_transforms(dim, dtype)
@@ -87,7 +89,7 @@ def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STA
             plgpu.barrier_wait(kv_bar.at[2 + wg])
             keys = iota((BLOCK, BLOCK), 0) + my_key0
 
-            def step(i, carry):
+            def step(i, carry, masked):
                 dk, dv = carry
                 slot = lax.rem(i, stages)
                 _, j = tile_of(i)
@@ -109,7 +111,24 @@ def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STA
                 return dk, dv
 
             zeros = cast(jnp.zeros((BLOCK, dim), jnp.float32), plgpu.Layout.WGMMA)
-            dk, dv = lax.fori_loop(0, steps, step, (zeros, zeros))
+            if causal or mask_keys:
+                # Per query head, the first ``n_mask`` tiles apply the mask (the diagonal, or all of them
+                # where this warpgroup's keys hold padding); the later tiles see every key here.
+                n_mask = jnp.int32(0)
+                if causal:  # tiles before the first one whose top row sees this warpgroup's last key
+                    last = jnp.maximum(my_key0 + BLOCK - 1 - q_offset, 0)
+                    n_mask = jnp.clip(lax.div(last + BLOCK - 1, BLOCK) - first, 0, per_head)
+                if mask_keys:
+                    n_mask = jnp.where(my_key0 + BLOCK > kv_len, per_head, n_mask)
+
+                def head(g, carry):
+                    start = g * per_head
+                    carry = lax.fori_loop(start, start + n_mask, lambda i, c: step(i, c, True), carry)
+                    return lax.fori_loop(start + n_mask, start + per_head, lambda i, c: step(i, c, False), carry)
+
+                dk, dv = lax.fori_loop(0, groups, head, (zeros, zeros))
+            else:
+                dk, dv = lax.fori_loop(0, steps, lambda i, c: step(i, c, False), (zeros, zeros))
             _store_rows(dk.astype(dtype), out_smem.at[wg], dk_ref.at[b, pl.ds(my_key0, BLOCK), kh, :])
             plgpu.wait_smem_to_gmem(0)
             _store_rows(dv.astype(dtype), out_smem.at[wg], dv_ref.at[b, pl.ds(my_key0, BLOCK), kh, :])
@@ -169,7 +188,7 @@ def backward_dkdv(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STA
 def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGES):
     """``dq`` like ``q``."""
     batch, q_len, heads, dim, kv_len_p, kv_heads, groups, kv_len, q_offset, causal = _dims(q, k, spec)
-    mask, masked = spec.mask, causal or kv_len % BLOCK != 0  # tiles need the mask at all
+    mask, mask_keys = spec.mask, kv_len % BLOCK != 0  # mask_keys: the last key tile holds padding
     num_kv = -(-kv_len // BLOCK)
     dtype = q.dtype
     transforms = fwd._mma_transforms(dim, dtype)
@@ -206,7 +225,7 @@ def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGE
             dl = fwd._rows(dl, BLOCK)
             queries = iota((BLOCK, BLOCK), 0) + (row0 + q_offset)
 
-            def step(i, dq):
+            def step(i, dq, masked):
                 slot = lax.rem(i, stages)
                 plgpu.barrier_wait(k_bar.at[slot])
                 t, capped = logits2(spec.score, fwd.dot_nt(q_smem.at[wg], k_smem.at[slot], interpret))
@@ -222,7 +241,16 @@ def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGE
                 plgpu.barrier_arrive(k_consumed.at[slot])
                 return dq
 
-            dq = lax.fori_loop(0, steps, step, cast(jnp.zeros((BLOCK, dim), jnp.float32), plgpu.Layout.WGMMA))
+            dq = cast(jnp.zeros((BLOCK, dim), jnp.float32), plgpu.Layout.WGMMA)
+            if causal or mask_keys:  # as in the forward: wholly visible key tiles first, without the mask
+                full = num_kv - 1 if mask_keys else num_kv
+                if causal:
+                    full = jnp.minimum(full, jnp.maximum(lax.div(row0 + q_offset + 1, BLOCK), 0))
+                full = jnp.minimum(full, steps)
+                dq = lax.fori_loop(0, full, lambda i, c: step(i, c, False), dq)
+                dq = lax.fori_loop(full, steps, lambda i, c: step(i, c, True), dq)
+            else:
+                dq = lax.fori_loop(0, steps, lambda i, c: step(i, c, False), dq)
             _store_rows(dq.astype(dtype), q_smem.at[wg], dq_ref.at[b, rows_, h, :])
             plgpu.wait_smem_to_gmem(0)
 

@@ -12,8 +12,10 @@ approximate reciprocal; that tanh made the softcapped kernels several times
 slower than the plain ones. ``ScoreSpec.tanh="approx"`` uses the GPU's own
 ``tanh.approx.f32`` instead (one special-function instruction, relative error
 below 2^-10.9: about 0.015 on a logit capped at 30, within what bf16 inputs
-already carry there); the api picks it from ``block_sizes.softcap_tanh`` for
-compiled Triton kernels on bf16/f16 inputs only.
+already carry there) through Triton's inline PTX; ``"native"`` is ``jnp.tanh``
+for the Mosaic GPU kernels, which compile with ``approx_math`` and so emit that
+same instruction. The api picks either from ``block_sizes.softcap_tanh`` for
+compiled GPU kernels on bf16/f16 inputs only.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class ScoreSpec:
     softcap: Optional[float] = None
     alibi: bool = False
     alibi_cap: Optional[int] = None  # ALiBi distance cap (LM-Infinite); None: uncapped
-    tanh: str = "exp2"  # the softcap's tanh: "exp2" (any platform) | "approx" (PTX tanh.approx, compiled GPU)
+    # The softcap's tanh: "exp2" (any platform) | "approx" (Triton's PTX tanh.approx) | "native" (jnp.tanh:
+    # tanh.approx in the Mosaic GPU kernels, compiled with approx_math).
+    tanh: str = "exp2"
 
 
 def logits2(spec: ScoreSpec, s, *, slope=None, q_pos=None, k_pos=None):
@@ -62,6 +66,8 @@ def logits2(spec: ScoreSpec, s, *, slope=None, q_pos=None, k_pos=None):
 
 
 def _tanh(spec: ScoreSpec, x):
+    if spec.tanh == "native":
+        return jnp.tanh(x)
     if spec.tanh == "approx":
         from jax.experimental.pallas import triton as plt
 

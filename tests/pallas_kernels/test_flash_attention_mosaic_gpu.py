@@ -19,6 +19,7 @@ CASES = {
     "causal_gqa": (200, 200, 2, 1, 128, dict(causal=True)),
     "bidirectional_softcap_d64": (128, 100, 2, 2, 64, dict(causal=False, softcap=20.0)),
     "causal_offset_mqa": (100, 300, 2, 1, 64, dict(causal=True, softcap=30.0)),
+    "causal_aligned_gqa": (256, 256, 4, 2, 64, dict(causal=True)),  # no key padding: the diagonal alone masks
 }
 
 
@@ -45,6 +46,23 @@ def test_lowers_for_cuda(case):
                                                   return_lse=True, **opts))
     text = jax.jit(f).trace(q, k, v).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("mosaic_gpu") >= 3  # the forward and both backward kernels
+
+
+@pytest.mark.parametrize("form", ["approx", "exp2"])
+def test_softcap_tanh_lowers_to_the_gpus_instruction_where_the_table_says(form, monkeypatch):
+    """``block_sizes.SOFTCAP_TANH`` "approx": ``jnp.tanh`` under ``approx_math`` (PTX ``tanh.approx.f32``)
+    in the forward and both backward kernels; "exp2": none."""
+    from pallas_kernels.flash_attention import block_sizes as table
+
+    monkeypatch.setattr(table, "SOFTCAP_TANH", {"default": form})
+    q = jnp.ones((1, 128, 2, 64), jnp.bfloat16)
+
+    def loss(q, k, v):
+        out = api.flash_attention(q, k, v, backend="mosaic_gpu", interpret=False, causal=True, softcap=30.0)
+        return jnp.sum(out.astype(jnp.float32))
+
+    text = jax.jit(jax.grad(loss, (0, 1, 2))).trace(q, q, q).lower(lowering_platforms=("cuda",)).as_text()
+    assert ("tanh.approx.f32" in text) == (form == "approx")
 
 
 def test_refuses_what_it_does_not_serve():
