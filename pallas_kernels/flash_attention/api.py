@@ -35,6 +35,7 @@ from pallas_kernels.platform import platform as _platform
 from pallas_kernels.flash_attention import masks, mosaic_gpu, mosaic_gpu_bwd, pallas_gpu
 from pallas_kernels.flash_attention.block_sizes import block_sizes as table_block_sizes
 from pallas_kernels.flash_attention.block_sizes import mosaic_gpu_backward as table_mgpu_backward
+from pallas_kernels.flash_attention.block_sizes import prefer_mosaic_gpu as table_prefer_mosaic_gpu
 from pallas_kernels.flash_attention.block_sizes import softcap_tanh as table_softcap_tanh
 from pallas_kernels.flash_attention.masks import MaskSpec
 from pallas_kernels.flash_attention.scores import LOG2E, ScoreSpec
@@ -238,7 +239,8 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
         Mosaic GPU or Triton backward (``block_sizes.MOSAIC_GPU_BACKWARD``), for plain causal or
         bidirectional attention with softcap, 16-bit
         inputs, head dim 64 or 128; interpreted on a CPU by Mosaic GPU's simulator); None picks
-        the platform's.
+        the platform's: the TPU kernel on a TPU; on a GPU the Mosaic GPU kernels where they serve
+        the call and ``block_sizes.PREFER_MOSAIC_GPU`` holds for the device (Hopper), else Triton.
       interpret: run the kernels in Pallas' interpret mode (default: on CPU).
 
     Returns:
@@ -259,10 +261,14 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
     if reason is not None:
         raise ValueError(f"flash_attention cannot serve these inputs: {reason}")
     platform = _platform()
+    interpret = platform == "cpu" if interpret is None else bool(interpret)
+    # backend=None on a Hopper GPU may become "mosaic_gpu" below, once the mask and score are known.
+    # (Not with explicit block_sizes: those are Triton rows.)
+    may_take_mosaic = (backend is None and platform == "gpu" and not interpret and not block_sizes
+                       and table_prefer_mosaic_gpu())
     backend = backend or ("tpu" if platform == "tpu" else "triton")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} (or None), got {backend!r}")
-    interpret = platform == "cpu" if interpret is None else bool(interpret)
 
     batch, q_len, heads, head_dim = q.shape
     kv_len, kv_heads, v_dim = k.shape[1], k.shape[2], v.shape[-1]
@@ -280,8 +286,11 @@ def flash_attention(q, k, v, *, causal=False, window=None, segment_ids=None, num
     score = ScoreSpec(scale=float(head_dim**-0.5 if scale is None else scale),
                       softcap=None if softcap is None else float(softcap),
                       alibi=alibi_slopes is not None,
-                      alibi_cap=None if alibi_max_distance is None else int(alibi_max_distance),
-                      tanh=_softcap_tanh(backend, interpret, q.dtype, softcap))
+                      alibi_cap=None if alibi_max_distance is None else int(alibi_max_distance))
+    if may_take_mosaic and mosaic_gpu.supported_here() and mosaic_gpu.why_not(mask, score, q.dtype, head_dim,
+                                                                                v_dim) is None:
+        backend = "mosaic_gpu"
+    score = dataclasses.replace(score, tanh=_softcap_tanh(backend, interpret, q.dtype, softcap))
     if backend == "mosaic_gpu":
         reason = mosaic_gpu.why_not(mask, score, q.dtype, head_dim, v_dim)
         if reason is not None:

@@ -65,6 +65,28 @@ def test_softcap_tanh_lowers_to_the_gpus_instruction_where_the_table_says(form, 
     assert ("tanh.approx.f32" in text) == (form == "approx")
 
 
+@pytest.mark.parametrize("prefer", [True, False])
+def test_default_backend_takes_the_mosaic_kernels_where_they_serve_and_the_device_prefers_them(prefer, monkeypatch):
+    """``backend=None`` on a (pretend) Hopper GPU: Mosaic GPU kernels for plain causal attention when
+    ``PREFER_MOSAIC_GPU`` says so; Triton for a window (which they do not serve), for explicit block
+    sizes (Triton rows) and when the table says no."""
+    from pallas_kernels.flash_attention import block_sizes as table
+
+    monkeypatch.setattr(api, "_platform", lambda: "gpu")
+    monkeypatch.setattr(mosaic_gpu, "supported_here", lambda: True)
+    monkeypatch.setattr(table, "PREFER_MOSAIC_GPU", {"default": prefer})
+    q = jnp.ones((1, 256, 2, 64), jnp.bfloat16)
+
+    def kernels(**opts):
+        f = lambda q, k, v: api.flash_attention(q, k, v, interpret=False, **opts)  # noqa: E731
+        text = jax.jit(f).trace(q, q, q).lower(lowering_platforms=("cuda",)).as_text()
+        return "mosaic_gpu" if "mosaic_gpu" in text else "triton"
+
+    assert kernels(causal=True) == ("mosaic_gpu" if prefer else "triton")
+    assert kernels(causal=True, window=64) == "triton"
+    assert kernels(causal=True, block_sizes={"fwd": (64, 64, 4, 2)}) == "triton"
+
+
 def test_refuses_what_it_does_not_serve():
     q, k, v = _inputs(128, 128, 2, 2, 128)
     for opts, words in ((dict(causal=True, window=64), "windows"),
