@@ -15,7 +15,8 @@ tokens in ~600 steps. ``--config.data.task_kwargs.curriculum_steps=0`` trains on
 from the start. Published: Mamba extrapolates to 2^20 tokens (4000x) at 100%; attention with RoPE fails
 beyond about 2x. Target here: Mamba >= 95% at 4096. Budget: 20,000 steps of batch 32; Mamba at
 learning rate 1e-3 (measured on an H200: 93.0% at 4096 after 20K steps at 1e-3, against 72.7%
-after 10K at the recall configs' 3e-3; RESULTS.md row 3). Other mixers keep their recall rates.
+after 10K at the recall configs' 3e-3; RESULTS.md row 3). Training longer does not help: 40K
+steps at 1e-3 kept 100% to 1,024 but fell to 57.8% at 4096. Other mixers keep their recall rates.
 """
 
 from configs.recall._mixers import length_evals, mixer_model, mixer_names
