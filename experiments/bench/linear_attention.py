@@ -174,6 +174,10 @@ GLA_SWEEP = ([dict(log_space_nats=0.0), dict(log_space_nats=60.0), dict(log_spac
              + [dict(sub=sub, vector_bk=64, vector_warps=w) for sub, w in [(8, 4), (32, 4), (16, 2)]])
 
 
+# The delta rule's own rows, swept first for it: its triangular inverses on 1, 2 or 4 diagonal blocks.
+DELTA_SWEEP = [dict(delta_inverse_blocks=b) for b in (1, 2, 4)]
+
+
 def _with_table(row, fn):
     """``fn()`` with ``row`` overriding the kernel table's row for this device."""
     from pallas_kernels.linear_attention import block_sizes as table
@@ -194,7 +198,8 @@ def sweep(ops=("gla", "retention", "delta_rule")):
     shape = SHAPES[0]
     for op in ops:
         args = _inputs(op, *shape)
-        for row in (GLA_SWEEP + SWEEP if op == "gla" else SWEEP):
+        own = {"gla": GLA_SWEEP, "delta_rule": DELTA_SWEEP}.get(op, [])
+        for row in own + SWEEP:
             run_case(f"sweep/{op}", lambda row=row, op=op, args=args: _with_table(
                 row, lambda: _measure(_op(op, "pallas", None), args, iters=5)), **row)
 
@@ -257,12 +262,13 @@ def delta_stages(shape=SHAPES[0]):
         tiles = dict(chunk=cfg.chunk, interpret=cfg.interpret)
         state = dict(bv=cfg.delta_bv, warps=cfg.warps_state, stages=cfg.stages_state, **tiles)
         wy_fwd = jax.jit(lambda k, v, beta: kd.wy(k, v, beta, None, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
-                                                  **tiles))
+                                                  inverse_blocks=cfg.inverse_blocks, **tiles))
         state_fwd = jax.jit(lambda w, u, k, h0: kd.state_fwd(w, u, k, None, h0, **state))
         output = jax.jit(lambda q, k, vnew, h: kd.output(q, k, vnew, None, h, scale=cfg.scale, bk=cfg.delta_bk,
                                                          bv=cfg.bv, warps=cfg.warps, out_dtype=v.dtype, **tiles))
         wy_bwd = jax.jit(lambda k, v, beta, q, do: kd.wy(k, v, beta, None, bk=cfg.delta_bk, bv=cfg.bv,
-                                                         warps=cfg.warps, q=q, do=do, scale=cfg.scale, **tiles))
+                                                         warps=cfg.warps, q=q, do=do, scale=cfg.scale,
+                                                         inverse_blocks=cfg.inverse_blocks, **tiles))
         state_bwd = jax.jit(lambda q, k, w, dvl, do, df: kd.state_bwd(q, k, w, dvl, do, None, df, scale=cfg.scale,
                                                                       **state))
         grads = jax.jit(lambda *a: kd.grads(*a[:4], None, *a[4:], scale=cfg.scale, bk=cfg.delta_bk, bv=cfg.bv,

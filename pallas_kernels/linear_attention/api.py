@@ -117,6 +117,7 @@ class _Config:
     stages_state: int
     log_space: float
     save_states: bool
+    inverse_blocks: int
     platform: str
     interpret: bool
 
@@ -130,7 +131,8 @@ def _config(scale, chunk, dk, dv, vector_gates=False):
         delta_bk=min(t["delta_bk"], dk), bv=min(t["bv"], dv),
         state_bk=min(t["state_bk"], dk), state_bv=min(t["state_bv"], dv), delta_bv=min(t["delta_bv"], dv),
         warps=warps, warps_state=t["warps_state"], stages_state=t["stages_state"],
-        log_space=float(t["log_space_nats"]), save_states=bool(t["save_states"]), platform=_platform(),
+        log_space=float(t["log_space_nats"]), save_states=bool(t["save_states"]),
+        inverse_blocks=int(t["delta_inverse_blocks"]), platform=_platform(),
         interpret=_interpret(),
     )
 
@@ -283,7 +285,7 @@ def gated(q, k, v, g, *, scale=None, initial_state=None, segment_ids=None, mode=
 
 def _delta_states(k, v, beta, seg, h0, cfg):
     u, w = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
-                               interpret=cfg.interpret)
+                               interpret=cfg.interpret, inverse_blocks=cfg.inverse_blocks)
     h, vnew, final = pallas_gpu_delta.state_fwd(w, u, k, seg, h0, chunk=cfg.chunk, bv=cfg.delta_bv,
                                                 warps=cfg.warps_state, stages=cfg.stages_state,
                                                 interpret=cfg.interpret)
@@ -324,7 +326,8 @@ def _delta_bwd(cfg, res, cotangents):
         dq, dk, dv, dbeta = (_tokens(x, like) for x, like in zip(grads[:4], (q, k, v, beta)))
         return dq, dk, dv, dbeta, None, grads[4]
     u, w, tmat, dvl = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
-                                          warps=cfg.warps, interpret=cfg.interpret, q=q, do=do, scale=cfg.scale)
+                                          warps=cfg.warps, interpret=cfg.interpret, q=q, do=do, scale=cfg.scale,
+                                          inverse_blocks=cfg.inverse_blocks)
     h, vnew, _ = pallas_gpu_delta.state_fwd(w, u, k, seg, h0, chunk=cfg.chunk, bv=cfg.delta_bv,
                                             warps=cfg.warps_state, stages=cfg.stages_state,
                                             interpret=cfg.interpret)

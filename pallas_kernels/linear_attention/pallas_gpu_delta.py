@@ -10,8 +10,9 @@ chunk n; masks as in :mod:`.tiles`):
     h_{n+1} = keep * h_n + (K * to_last)^T D
 
 ``T`` is formed in two halves of ``C / 2`` rows: each diagonal block of
-``I + L`` is inverted by forward substitution (one row per step, all in
-registers), and ``T_10 = -T_11 L_10 T_00`` by two matmuls.
+``I + L`` is inverted by forward substitution (all in registers; with the
+table's ``delta_inverse_blocks`` > 1, on smaller diagonal blocks solved
+together and merged by matmuls), and ``T_10 = -T_11 L_10 T_00`` by two matmuls.
 
 Kernels: :func:`wy` (chunk-parallel: U, W; for the backward also T and
 ``P^T dO``), :func:`state_fwd` (sequential: ``h_n``, ``D`` and the final
@@ -69,14 +70,15 @@ class _Halves:
         return tiles.both(rows(self.h) > cols(self.h), same) if a == b else same
 
 
-def _solve_blocks(k_ref, beta, halves, *, dk, bk, mma):
-    """``T``'s blocks ``(T_00, T_10, T_11)`` ``[C/2, C/2]`` float32 and ``kk`` blocks ``{(a, b): k_a k_b^T}``."""
+def _solve_blocks(k_ref, beta, halves, *, dk, bk, mma, inverse_blocks=1):
+    """``T``'s blocks ``(T_00, T_10, T_11)`` ``[C/2, C/2]`` float32 and ``kk`` blocks ``{(a, b): k_a k_b^T}``
+    (``inverse_blocks``: :func:`~pallas_kernels.linear_attention.tiles.inverse_unit_lower`'s ``blocks``)."""
     kk = {ab: sum(_mdot(k_ref[halves.r[ab[0]], pl.ds(kb * bk, bk)], k_ref[halves.r[ab[1]], pl.ds(kb * bk, bk)],
                         mma, tb=True) for kb in range(dk // bk))
           for ab in ((0, 0), (1, 0), (1, 1))}
     lower = {ab: tiles.where(halves.pattern(*ab), beta[ab[0]][:, None] * kk[ab]) for ab in kk}
-    t00 = inverse_unit_lower(lower[0, 0])
-    t11 = inverse_unit_lower(lower[1, 1])
+    t00 = inverse_unit_lower(lower[0, 0], inverse_blocks)
+    t11 = inverse_unit_lower(lower[1, 1], inverse_blocks)
     t10 = -dot(t11, dot(lower[1, 0], t00))
     return (t00, t10, t11), kk
 
@@ -96,7 +98,7 @@ def _upper_apply(t, x0, x1, mma):
 # --------------------------------------------------------------------------- chunk-parallel: U, W (T, P^T dO)
 
 
-def _wy_kernel(*refs, bk, bv, has_seg, backward, scale):
+def _wy_kernel(*refs, bk, bv, has_seg, backward, scale, inverse_blocks):
     k_ref, v_ref, beta_ref, *refs = refs
     seg_ref = refs.pop(0) if has_seg else None
     if backward:
@@ -108,7 +110,7 @@ def _wy_kernel(*refs, bk, bv, has_seg, backward, scale):
     mma = k_ref.dtype
     hv = _Halves(c, seg_ref)
     beta = tuple(beta_ref[r].astype(F32) for r in hv.r)
-    t, _ = _solve_blocks(k_ref, beta, hv, dk=dk, bk=bk, mma=mma)
+    t, _ = _solve_blocks(k_ref, beta, hv, dk=dk, bk=bk, mma=mma, inverse_blocks=inverse_blocks)
     for vb in range(dv // bv):
         vs = pl.ds(vb * bv, bv)
         x = [beta[a][:, None] * v_ref[hv.r[a], vs].astype(F32) for a in (0, 1)]
@@ -138,7 +140,7 @@ def _causal_scores(q_ref, k_ref, same, *, dk, bk):
     return jnp.where(tiles.both(rows(c) >= cols(c), same), p, 0.0)
 
 
-def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, scale=1.0):
+def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, scale=1.0, inverse_blocks=1):
     """``U`` ``[B, T, H, dv]`` and ``W`` ``[B, T, H, dk]`` (k's dtype) of every chunk.
 
     ``k`` ``[B, T, H, dk]``, ``v`` ``[B, T, H, dv]``, ``beta`` ``[B, T, H]``,
@@ -162,7 +164,8 @@ def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, sca
         out_shape += [jax.ShapeDtypeStruct((batch, time, heads, chunk), F32), jax.ShapeDtypeStruct(v.shape, F32)]
         out_specs += _chunk_specs(chunk, chunk, dv)
     return pl.pallas_call(
-        functools.partial(_wy_kernel, bk=bk, bv=bv, has_seg=seg is not None, backward=backward, scale=scale),
+        functools.partial(_wy_kernel, bk=bk, bv=bv, has_seg=seg is not None, backward=backward, scale=scale,
+                          inverse_blocks=inverse_blocks),
         out_shape=tuple(out_shape),
         grid=(batch, time // chunk, heads),
         in_specs=in_specs,

@@ -114,15 +114,35 @@ def chunk_start_grads(q, k, b, d_scores, mma):
     return e * dot(ds, (k * inv).astype(mma)), inv * dot(ds, (q * e).astype(mma), ta=True)
 
 
-def inverse_unit_lower(lower):
-    """``(I + lower)^-1`` for a strictly lower-triangular ``[n, n]`` float32 tile (forward substitution)."""
+def inverse_unit_lower(lower, blocks: int = 1):
+    """``(I + lower)^-1`` for a strictly lower-triangular ``[n, n]`` float32 tile.
+
+    ``blocks`` = 1: forward substitution, one row per step (``n - 1`` dependent steps). ``blocks`` =
+    2^j: the diagonal blocks of ``n / blocks`` rows are solved together (one row of each per step:
+    ``n / blocks - 1`` steps), then pairs of blocks merge, ``D <- D - D B D`` with ``B`` the
+    off-diagonal block of each pair (exact: ``(D B)^2 = 0`` there), two ``[n, n]`` float32 matmuls per
+    level. The same work in reductions, a chain ``blocks`` times shorter, plus ``2 log2(blocks)``
+    matmuls.
+    """
     n = lower.shape[0]
+    if blocks < 1 or n % blocks or blocks & (blocks - 1):
+        raise ValueError(f"blocks must be a power of two dividing {n}, got {blocks}")
+    size = n // blocks
     r, c = rows(n), cols(n)
-    lower_t = lower.T  # lower_t[m, i] = lower[i, m]
+    diagonal = lower if blocks == 1 else jnp.where(r // size == c // size, lower, 0.0)
+    lower_t = diagonal.T  # lower_t[m, i] = lower[i, m] within the diagonal blocks
 
-    def row(i, t):
-        l_i = jnp.sum(jnp.where(c == i, lower_t, 0.0), axis=1, keepdims=True)  # [n, 1]: lower[i, m]
-        new = jnp.where(c == i, 1.0, 0.0) - jnp.sum(l_i * t, axis=0, keepdims=True)
-        return jnp.where(r == i, new, t)
+    def row(i, t):  # row i of every diagonal block: they read disjoint, already solved rows
+        for b in range(blocks):
+            idx = b * size + i
+            l_i = jnp.sum(jnp.where(c == idx, lower_t, 0.0), axis=1, keepdims=True)  # [n, 1]: lower[idx, m]
+            new = jnp.where(c == idx, 1.0, 0.0) - jnp.sum(l_i * t, axis=0, keepdims=True)
+            t = jnp.where(r == idx, new, t)
+        return t
 
-    return lax.fori_loop(1, n, row, (r == c).astype(F32))
+    t = lax.fori_loop(1, size, row, (r == c).astype(F32))
+    while size < n:
+        pair_off = (r // (2 * size) == c // (2 * size)) & (r // size != c // size)
+        t = t - dot(t, dot(jnp.where(pair_off, lower, 0.0), t))
+        size *= 2
+    return t

@@ -166,6 +166,34 @@ def test_states_kept_for_the_backward_give_the_same_gradients(op, monkeypatch):
         _value_and_grads.clear_cache()
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 4, 16])
+def test_triangular_inverse_on_diagonal_blocks_is_exact(blocks):
+    """``tiles.inverse_unit_lower`` on 1 ... 16 diagonal blocks of a 16 x 16 tile: the float64 inverse,
+    for random unit keys and for the worst case of equal keys (beta = 1: entries up to 1 in size)."""
+    from pallas_kernels.linear_attention.tiles import inverse_unit_lower
+
+    n = 16
+    keys = np.asarray(RNG.standard_normal((n, 32)))
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    for k, beta in ((keys, 1.0 / (1.0 + np.exp(-RNG.standard_normal(n)))), (np.ones((n, 32)) / 32**0.5, np.ones(n))):
+        lower = np.tril(beta[:, None] * (k @ k.T), -1)
+        want = np.linalg.inv(np.eye(n) + lower)
+        got = np.asarray(inverse_unit_lower(jnp.asarray(lower, jnp.float32), blocks))
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * max(1.0, np.max(np.abs(want))))
+    with pytest.raises(ValueError, match="power of two"):
+        inverse_unit_lower(jnp.zeros((n, n), jnp.float32), 3)
+
+
+def test_delta_rule_with_blocked_inverses_matches_reference(monkeypatch):
+    """The delta-rule kernels with their inverses on 4 diagonal blocks (``delta_inverse_blocks``):
+    forward, state and every gradient against the naive form, with segment resets."""
+    _with_row(monkeypatch, delta_inverse_blocks=4)
+    try:
+        _compare("delta_rule", _inputs("delta_rule"), chunk_size=32, segments=True, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
+
+
 def test_gla_picks_the_form_per_chunk(monkeypatch):
     """Mild gates in batch row 0, log gates down to -30 in row 1: the default limit takes the chunk-start
     form for row 0's chunks and the exact one for row 1's, and matches the reference; forcing the
@@ -266,6 +294,12 @@ def _lower_fwd_bwd(op, dtype, platform, segments):
 @pytest.mark.parametrize("dtype, segments", [(jnp.bfloat16, False), (jnp.float32, True)])
 def test_triton_kernels_lower_at_benchmark_block_sizes(op, dtype, segments, as_if_on_gpu):
     _lower_fwd_bwd(op, dtype, "cuda", segments)
+
+
+@pytest.mark.parametrize("blocks", [2, 4])
+def test_triton_delta_rule_lowers_with_blocked_inverses(blocks, as_if_on_gpu, monkeypatch):
+    _with_row(monkeypatch, delta_inverse_blocks=blocks)
+    _lower_fwd_bwd("delta_rule", jnp.bfloat16, "cuda", True)
 
 
 @pytest.mark.parametrize("op", ["gla", "retention", "delta_rule"])
