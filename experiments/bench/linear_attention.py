@@ -174,8 +174,10 @@ GLA_SWEEP = ([dict(log_space_nats=0.0), dict(log_space_nats=60.0), dict(log_spac
              + [dict(sub=sub, vector_bk=64, vector_warps=w) for sub, w in [(8, 4), (32, 4), (16, 2)]])
 
 
-# The delta rule's own rows, swept first for it: its triangular inverses on 1, 2 or 4 diagonal blocks.
-DELTA_SWEEP = [dict(delta_inverse_blocks=b) for b in (1, 2, 4)]
+# The delta rule's own rows, swept first for it: its triangular inverses on 1, 2 or 4 diagonal blocks,
+# and the forward's WY factors and states kept for the backward.
+DELTA_SWEEP = [dict(delta_inverse_blocks=b) for b in (1, 2, 4)] + [dict(delta_save=True),
+                                                                   dict(delta_save=True, delta_inverse_blocks=4)]
 
 
 def _with_table(row, fn):
@@ -248,7 +250,8 @@ def stages(ops=("gla", "retention"), shape=SHAPES[0]):
 def delta_stages(shape=SHAPES[0]):
     """Each launch of the delta-rule kernels timed alone at ``shape`` beside the whole op, same run:
     the WY pass, the sequential state pass and the output forward; the backward's WY pass (with the
-    output's cotangent), its reverse state pass and the gradient kernel. One line."""
+    output's cotangent), its reverse state pass and the gradient kernel; and ``scores_do``, all that
+    ``delta_save``'s backward runs in place of the WY and state passes. One line."""
     from pallas_kernels.linear_attention import api, pallas_gpu_delta as kd
     from pallas_kernels.linear_attention.block_sizes import block_sizes
 
@@ -273,6 +276,8 @@ def delta_stages(shape=SHAPES[0]):
                                                                       **state))
         grads = jax.jit(lambda *a: kd.grads(*a[:4], None, *a[4:], scale=cfg.scale, bk=cfg.delta_bk, bv=cfg.bv,
                                             warps=cfg.warps, beta_dtype=beta.dtype, **tiles))
+        scores_do = jax.jit(lambda q, k, do: kd.scores_do(q, k, do, None, bk=cfg.delta_bk, bv=cfg.bv,
+                                                          warps=cfg.warps, scale=cfg.scale, **tiles))
         u, w = wy_fwd(k, v, beta)
         h, vnew, final = state_fwd(w, u, k, h0)
         u, w, tmat, dvl = wy_bwd(k, v, beta, q, do)
@@ -284,7 +289,8 @@ def delta_stages(shape=SHAPES[0]):
                  output_fwd_ms=time_ms(output, q, k, vnew, h, iters=5),
                  wy_bwd_ms=time_ms(wy_bwd, k, v, beta, q, do, iters=5),
                  state_bwd_ms=time_ms(state_bwd, q, k, w, dvl, do, dfinal, iters=5),
-                 grads_ms=time_ms(grads, q, k, v, beta, h, dh, vnew, dd, u, w, tmat, do, iters=5))
+                 grads_ms=time_ms(grads, q, k, v, beta, h, dh, vnew, dd, u, w, tmat, do, iters=5),
+                 scores_do_ms=time_ms(scores_do, q, k, do, iters=5))  # what delta_save's backward runs instead
         r["launches_fwd_bwd_ms"] = (r["wy_fwd_ms"] + 2 * r["state_fwd_ms"] + r["output_fwd_ms"] + r["wy_bwd_ms"]
                                     + r["state_bwd_ms"] + r["grads_ms"])
         return r

@@ -117,6 +117,7 @@ class _Config:
     stages_state: int
     log_space: float
     save_states: bool
+    delta_save: bool
     inverse_blocks: int
     platform: str
     interpret: bool
@@ -132,7 +133,7 @@ def _config(scale, chunk, dk, dv, vector_gates=False):
         state_bk=min(t["state_bk"], dk), state_bv=min(t["state_bv"], dv), delta_bv=min(t["delta_bv"], dv),
         warps=warps, warps_state=t["warps_state"], stages_state=t["stages_state"],
         log_space=float(t["log_space_nats"]), save_states=bool(t["save_states"]),
-        inverse_blocks=int(t["delta_inverse_blocks"]), platform=_platform(),
+        delta_save=bool(t["delta_save"]), inverse_blocks=int(t["delta_inverse_blocks"]), platform=_platform(),
         interpret=_interpret(),
     )
 
@@ -283,26 +284,28 @@ def gated(q, k, v, g, *, scale=None, initial_state=None, segment_ids=None, mode=
 # --------------------------------------------------------------------------- delta rule: custom_vjp
 
 
-def _delta_states(k, v, beta, seg, h0, cfg):
-    u, w = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
-                               interpret=cfg.interpret, inverse_blocks=cfg.inverse_blocks)
-    h, vnew, final = pallas_gpu_delta.state_fwd(w, u, k, seg, h0, chunk=cfg.chunk, bv=cfg.delta_bv,
-                                                warps=cfg.warps_state, stages=cfg.stages_state,
-                                                interpret=cfg.interpret)
-    return h, vnew, final
+def _delta_states(w, u, k, seg, h0, cfg):
+    """``(h, vnew, final)``: the sequential pass over the chunks' WY factors."""
+    return pallas_gpu_delta.state_fwd(w, u, k, seg, h0, chunk=cfg.chunk, bv=cfg.delta_bv, warps=cfg.warps_state,
+                                      stages=cfg.stages_state, interpret=cfg.interpret)
 
 
 def _delta_forward(q, k, v, beta, seg, h0, cfg, for_backward):
-    """``((o, final_state), residual)``: the TPU keeps the per-chunk states, the GPU recomputes them."""
+    """``((o, final_state), residual)``: the TPU keeps the per-chunk states; the GPU recomputes everything,
+    or with ``delta_save`` keeps the WY factors, ``T`` and the states (``(u, w, tmat, h, vnew)``)."""
     if cfg.platform == "tpu":
         o, final, h = pallas_tpu.delta_forward(_heads(q), _heads(k), _heads(v), _heads(beta), seg, h0,
                                                scale=cfg.scale, chunk=cfg.chunk, write_h=for_backward,
                                                interpret=cfg.interpret)
         return (_tokens(o, v), final), h
-    h, vnew, final = _delta_states(k, v, beta, seg, h0, cfg)
+    keep = for_backward and cfg.delta_save
+    wy = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
+                             interpret=cfg.interpret, inverse_blocks=cfg.inverse_blocks, write_t=keep)
+    u, w = wy[:2]
+    h, vnew, final = _delta_states(w, u, k, seg, h0, cfg)
     o = pallas_gpu_delta.output(q, k, vnew, seg, h, scale=cfg.scale, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
                                 warps=cfg.warps, out_dtype=v.dtype, interpret=cfg.interpret)
-    return (o, final), None
+    return (o, final), ((u, w, wy[2], h, vnew) if keep else None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
@@ -325,12 +328,15 @@ def _delta_bwd(cfg, res, cotangents):
                                           interpret=cfg.interpret)
         dq, dk, dv, dbeta = (_tokens(x, like) for x, like in zip(grads[:4], (q, k, v, beta)))
         return dq, dk, dv, dbeta, None, grads[4]
-    u, w, tmat, dvl = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
-                                          warps=cfg.warps, interpret=cfg.interpret, q=q, do=do, scale=cfg.scale,
-                                          inverse_blocks=cfg.inverse_blocks)
-    h, vnew, _ = pallas_gpu_delta.state_fwd(w, u, k, seg, h0, chunk=cfg.chunk, bv=cfg.delta_bv,
-                                            warps=cfg.warps_state, stages=cfg.stages_state,
-                                            interpret=cfg.interpret)
+    if extra is not None:  # delta_save: the forward's factors and states; only P^T dO is left to form
+        u, w, tmat, h, vnew = extra
+        dvl = pallas_gpu_delta.scores_do(q, k, do, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
+                                         warps=cfg.warps, interpret=cfg.interpret, scale=cfg.scale)
+    else:
+        u, w, tmat, dvl = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
+                                              warps=cfg.warps, interpret=cfg.interpret, q=q, do=do,
+                                              scale=cfg.scale, inverse_blocks=cfg.inverse_blocks)
+        h, vnew, _ = _delta_states(w, u, k, seg, h0, cfg)
     dh, dd, dh0 = pallas_gpu_delta.state_bwd(q, k, w, dvl, do, seg, dfinal, scale=cfg.scale,
                                              chunk=cfg.chunk, bv=cfg.delta_bv, warps=cfg.warps_state,
                                              stages=cfg.stages_state, interpret=cfg.interpret)

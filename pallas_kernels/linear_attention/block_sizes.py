@@ -25,6 +25,11 @@ Keys (GPU kernels):
   H200, B2 T16384 H16 D128, same run (2026-12-02): GLA forward + backward
   7.46 -> 6.39 ms, retention 3.95 -> 3.36 ms; on for Hopper, off elsewhere
   until measured.
+- ``delta_save``: the delta rule's forward keeps its WY factors ``U``, ``W``,
+  ``T`` and the per-chunk states ``h`` and new values for the backward, which
+  then forms only ``P^T dO`` instead of repeating the WY and state passes
+  (``dk + 2 dv`` values in k's dtype, ``C`` float32 values and ``dk * dv / C``
+  state values more per token and head, saved per layer). Off until measured.
 - ``delta_inverse_blocks``: the delta rule's triangular inverses (``[C/2, C/2]``)
   solved on this many diagonal blocks at once and merged by matmuls
   (``tiles.inverse_unit_lower``): a dependent chain that many times shorter.
@@ -50,7 +55,7 @@ TABLE = {
     "tpu": dict(tpu_bv=128),
     "default": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, sub=16, warps=8,
                     warps_state=4, stages_state=2, vector_bk=32, vector_warps=8, log_space_nats=60.0,
-                    save_states=False, delta_inverse_blocks=1, tpu_bv=128),
+                    save_states=False, delta_save=False, delta_inverse_blocks=1, tpu_bv=128),
 }
 
 

@@ -98,11 +98,13 @@ def _upper_apply(t, x0, x1, mma):
 # --------------------------------------------------------------------------- chunk-parallel: U, W (T, P^T dO)
 
 
-def _wy_kernel(*refs, bk, bv, has_seg, backward, scale, inverse_blocks):
+def _wy_kernel(*refs, bk, bv, has_seg, backward, write_t, scale, inverse_blocks):
     k_ref, v_ref, beta_ref, *refs = refs
     seg_ref = refs.pop(0) if has_seg else None
     if backward:
         q_ref, do_ref, u_ref, w_ref, t_ref, dvl_ref = refs
+    elif write_t:
+        u_ref, w_ref, t_ref = refs
     else:
         u_ref, w_ref = refs
     c, dk = k_ref.shape
@@ -121,16 +123,31 @@ def _wy_kernel(*refs, bk, bv, has_seg, backward, scale, inverse_blocks):
         x = [tiles.where(hv.first(a), beta[a][:, None] * k_ref[hv.r[a], cs].astype(F32)) for a in (0, 1)]
         for a, wa in enumerate(_lower_apply(t, *x, mma)):
             w_ref[hv.r[a], cs] = wa.astype(w_ref.dtype)
-    if backward:
+    if backward or write_t:
         h = hv.h
         t_ref[hv.r[0], pl.ds(0, h)] = t[0]
         t_ref[hv.r[0], pl.ds(h, h)] = jnp.zeros((h, h), F32)
         t_ref[hv.r[1], pl.ds(0, h)] = t[1]
         t_ref[hv.r[1], pl.ds(h, h)] = t[2]
-        p = _causal_scores(q_ref, k_ref, hv.full.same, dk=dk, bk=bk).astype(mma)
-        for vb in range(dv // bv):
-            vs = pl.ds(vb * bv, bv)
-            dvl_ref[:, vs] = scale * dot(p, do_ref[:, vs], ta=True)
+    if backward:
+        _write_scores_do(q_ref, k_ref, do_ref, dvl_ref, hv.full.same, bk=bk, bv=bv, scale=scale)
+
+
+def _write_scores_do(q_ref, k_ref, do_ref, dvl_ref, same, *, bk, bv, scale):
+    """``dvl = scale * P^T dO`` of one chunk (``P``: :func:`_causal_scores`), float32."""
+    dk, dv = k_ref.shape[-1], do_ref.shape[-1]
+    p = _causal_scores(q_ref, k_ref, same, dk=dk, bk=bk).astype(k_ref.dtype)
+    for vb in range(dv // bv):
+        vs = pl.ds(vb * bv, bv)
+        dvl_ref[:, vs] = scale * dot(p, do_ref[:, vs], ta=True)
+
+
+def _scores_do_kernel(*refs, bk, bv, has_seg, scale):
+    q_ref, k_ref, do_ref, *refs = refs
+    seg_ref = refs.pop(0) if has_seg else None
+    (dvl_ref,) = refs
+    same = tiles.masks(seg_ref[...] if seg_ref is not None else None).same
+    _write_scores_do(q_ref, k_ref, do_ref, dvl_ref, same, bk=bk, bv=bv, scale=scale)
 
 
 def _causal_scores(q_ref, k_ref, same, *, dk, bk):
@@ -140,8 +157,10 @@ def _causal_scores(q_ref, k_ref, same, *, dk, bk):
     return jnp.where(tiles.both(rows(c) >= cols(c), same), p, 0.0)
 
 
-def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, scale=1.0, inverse_blocks=1):
-    """``U`` ``[B, T, H, dv]`` and ``W`` ``[B, T, H, dk]`` (k's dtype) of every chunk.
+def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, scale=1.0, inverse_blocks=1,
+       write_t=False):
+    """``U`` ``[B, T, H, dv]`` and ``W`` ``[B, T, H, dk]`` (k's dtype) of every chunk (and ``T`` after them
+    with ``write_t``: the forward keeping it for the backward).
 
     ``k`` ``[B, T, H, dk]``, ``v`` ``[B, T, H, dv]``, ``beta`` ``[B, T, H]``,
     ``seg`` ``[B, T]`` or None. With ``q`` and ``do`` (the backward), also
@@ -161,11 +180,15 @@ def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, sca
     if backward:
         in_specs += _chunk_specs(chunk, dk, dv)
         args += [q, do]
-        out_shape += [jax.ShapeDtypeStruct((batch, time, heads, chunk), F32), jax.ShapeDtypeStruct(v.shape, F32)]
-        out_specs += _chunk_specs(chunk, chunk, dv)
+    if backward or write_t:
+        out_shape.append(jax.ShapeDtypeStruct((batch, time, heads, chunk), F32))
+        out_specs += _chunk_specs(chunk, chunk)
+    if backward:
+        out_shape.append(jax.ShapeDtypeStruct(v.shape, F32))
+        out_specs += _chunk_specs(chunk, dv)
     return pl.pallas_call(
-        functools.partial(_wy_kernel, bk=bk, bv=bv, has_seg=seg is not None, backward=backward, scale=scale,
-                          inverse_blocks=inverse_blocks),
+        functools.partial(_wy_kernel, bk=bk, bv=bv, has_seg=seg is not None, backward=backward, write_t=write_t,
+                          scale=scale, inverse_blocks=inverse_blocks),
         out_shape=tuple(out_shape),
         grid=(batch, time // chunk, heads),
         in_specs=in_specs,
@@ -173,6 +196,28 @@ def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, sca
         interpret=interpret,
         compiler_params=_params(warps),
         name="delta_wy_bwd" if backward else "delta_wy",
+    )(*args)
+
+
+def scores_do(q, k, do, seg, *, chunk, bk, bv, warps, interpret, scale):
+    """``scale * P^T dO`` ``[B, T, H, dv]`` float32 of every chunk: the one part of :func:`wy`'s backward
+    form a backward from kept WY factors (``delta_save``) still needs."""
+    batch, time, heads, dk = k.shape
+    dv = do.shape[-1]
+    in_specs = _chunk_specs(chunk, dk, dk, dv)
+    args = [q, k, do]
+    if seg is not None:
+        in_specs.append(_seg_spec(chunk))
+        args.append(seg)
+    return pl.pallas_call(
+        functools.partial(_scores_do_kernel, bk=bk, bv=bv, has_seg=seg is not None, scale=scale),
+        out_shape=jax.ShapeDtypeStruct(do.shape, F32),
+        grid=(batch, time // chunk, heads),
+        in_specs=in_specs,
+        out_specs=_chunk_specs(chunk, dv)[0],
+        interpret=interpret,
+        compiler_params=_params(warps),
+        name="delta_scores_do",
     )(*args)
 
 

@@ -184,6 +184,16 @@ def test_triangular_inverse_on_diagonal_blocks_is_exact(blocks):
         inverse_unit_lower(jnp.zeros((n, n), jnp.float32), 3)
 
 
+def test_delta_rule_backward_from_kept_factors_matches_reference(monkeypatch):
+    """``delta_save``: the backward reads the forward's U, W, T and states and forms only P^T dO;
+    forward, state and every gradient against the naive form, with segment resets."""
+    _with_row(monkeypatch, delta_save=True)
+    try:
+        _compare("delta_rule", _inputs("delta_rule"), chunk_size=32, segments=True, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
+
+
 def test_delta_rule_with_blocked_inverses_matches_reference(monkeypatch):
     """The delta-rule kernels with their inverses on 4 diagonal blocks (``delta_inverse_blocks``):
     forward, state and every gradient against the naive form, with segment resets."""
@@ -296,9 +306,9 @@ def test_triton_kernels_lower_at_benchmark_block_sizes(op, dtype, segments, as_i
     _lower_fwd_bwd(op, dtype, "cuda", segments)
 
 
-@pytest.mark.parametrize("blocks", [2, 4])
-def test_triton_delta_rule_lowers_with_blocked_inverses(blocks, as_if_on_gpu, monkeypatch):
-    _with_row(monkeypatch, delta_inverse_blocks=blocks)
+@pytest.mark.parametrize("row", [dict(delta_inverse_blocks=2), dict(delta_inverse_blocks=4), dict(delta_save=True)])
+def test_triton_delta_rule_lowers_with_its_options(row, as_if_on_gpu, monkeypatch):
+    _with_row(monkeypatch, **row)
     _lower_fwd_bwd("delta_rule", jnp.bfloat16, "cuda", True)
 
 
