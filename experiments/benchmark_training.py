@@ -6,8 +6,11 @@
 Each mixer trains the same backbone (``model.num_layers`` blocks of width
 ``model.d_model``, bf16 compute) on MQAR batches through
 ``sequax.train.train_and_evaluate`` for ``--steps`` steps in a fresh temporary
-workdir; the trainer's own tokens/s (compilation excluded) is reported, with
-the ratio to the first mixer listed. One JSON line per mixer.
+workdir; the trainer's own tokens/s is reported (wall time from the end of the
+first step, so compilation excluded, less evaluation and checkpointing; since
+2026-12-02's sixth session the loop no longer waits for each step's metrics, so
+host work overlaps the device as in any run), with the ratio to the first mixer
+listed. One JSON line per mixer.
 
 ``--profile`` instead profiles one loss-and-gradient step of each model (no
 optimizer) and prints where its device time goes, per module summed over the

@@ -233,9 +233,13 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ save
 
+    def due(self, step: int) -> bool:
+        """Whether step ``step`` is one ``every`` asks to save."""
+        return self.every > 0 and step % self.every == 0
+
     def save(self, step: int, state, meta: Dict[str, Any], *, force: bool = False) -> bool:
         """Save ``state`` and ``meta`` as step ``step`` if it is due (or ``force``); ``True`` if saved."""
-        if not force and (self.every <= 0 or step % self.every):
+        if not force and not self.due(step):
             return False
         if step in self.steps():
             return False

@@ -211,19 +211,29 @@ def _tokens_per_batch(batch) -> int:
 class _LogWindow:
     """Sums of the step metrics since the last log line (their means are what gets logged).
 
-    Stored in checkpoints, so a run resumed in the middle of a window logs
-    the same means as an uninterrupted one.
+    Steps' metrics are kept as the device arrays the step returned and read
+    back together when a mean is needed, so the loop never waits for the
+    device between log lines (the host dispatches the next steps while the
+    device runs). Stored in checkpoints, so a run resumed in the middle of a
+    window logs the same means as an uninterrupted one.
     """
 
     def __init__(self, sums: Optional[Dict[str, float]] = None, count: int = 0):
         self.sums, self.count = dict(sums or {}), int(count)
+        self._pending: List[Dict[str, Any]] = []
 
     def add(self, metrics: Dict[str, Any]) -> None:
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self._pending.append(metrics)
         self.count += 1
 
+    def _read_pending(self) -> None:
+        for metrics in jax.device_get(self._pending):
+            for key, value in metrics.items():
+                self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self._pending = []
+
     def mean(self) -> Dict[str, float]:
+        self._read_pending()
         return {key: value / self.count for key, value in self.sums.items()} if self.count else {}
 
     def take(self) -> Dict[str, float]:
@@ -232,6 +242,7 @@ class _LogWindow:
         return out
 
     def to_json(self) -> Dict[str, Any]:
+        self._read_pending()
         return {"sums": self.sums, "count": self.count}
 
 
@@ -407,34 +418,44 @@ def _train_loop(run: _Run, state: TrainState, window: _LogWindow, outputs: _Outp
     log_every = max(int(run.config.train.log_every), 1)
     last_train: Dict[str, float] = {}
     last_evals: Dict[str, Dict[str, float]] = {}
-    tokens_per_second, timed_tokens, timed_seconds = 0.0, 0, 0.0
+    # Training throughput: wall time from the end of the first step (which includes compilation),
+    # less the time spent evaluating and checkpointing; the loop waits for the device only there and
+    # at log lines, so the host prepares the next batches while the device computes.
+    tokens_per_second, timed_tokens, paused = 0.0, 0, 0.0
+    timer_start = None
     for step in range(start, end):
         if stop.signum is not None:
             break
         batch = next(run.train_iter)
-        tic = time.perf_counter()
         state, step_metrics = train_step(state, shard_batch(batch, run.mesh))
-        step_metrics = jax.device_get(step_metrics)
-        if step > start:  # the first step of a run includes compilation
-            timed_seconds += time.perf_counter() - tic
+        if timer_start is None:
+            jax.block_until_ready(step_metrics)
+            timer_start = time.perf_counter()
+        else:
             timed_tokens += _tokens_per_batch(batch)
         window.add(step_metrics)
         done = step + 1
         outputs.progress.advance(done)
         if done % log_every == 0 or done == run.num_steps:
-            last_train = window.take()
-            if timed_seconds > 0:
-                tokens_per_second = timed_tokens / timed_seconds
+            last_train = window.take()  # waits for the window's steps
+            elapsed = time.perf_counter() - timer_start - paused
+            if timed_tokens and elapsed > 0:
+                tokens_per_second = timed_tokens / elapsed
             outputs.metrics.write(done, {f"train/{k}": v for k, v in last_train.items()})
             outputs.metrics.write(done, {"train/tokens_per_second": tokens_per_second})
             outputs.progress.log(done, last_train, tokens_per_second)
-        evaluated = {}
-        for evaluation in run.evaluations:
-            if evaluation.due(done, run.num_steps):
-                evaluated[evaluation.name] = _evaluate(run, evaluation, eval_step, state.params, done, outputs)
+        due = [e for e in run.evaluations if e.due(done, run.num_steps)]
+        force_save = done == end
+        if not (due or force_save or run.checkpointer.due(done)):
+            continue
+        jax.block_until_ready(state.step)  # training up to here is not counted as paused
+        tic = time.perf_counter()
+        evaluated = {e.name: _evaluate(run, e, eval_step, state.params, done, outputs) for e in due}
         last_evals.update(evaluated)
         early = bool(evaluated) and stop_when is not None and bool(stop_when(done, evaluated))
-        run.checkpointer.save(done, state, _meta(run, state, window), force=done == end or early)
+        if force_save or early or run.checkpointer.due(done):
+            run.checkpointer.save(done, state, _meta(run, state, window), force=force_save or early)
+        paused += time.perf_counter() - tic
         if early:
             break
     if stop.signum is not None and done < end:
