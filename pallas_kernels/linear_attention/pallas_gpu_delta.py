@@ -157,6 +157,17 @@ def _causal_scores(q_ref, k_ref, same, *, dk, bk):
     return jnp.where(tiles.both(rows(c) >= cols(c), same), p, 0.0)
 
 
+def _chunk_inputs(chunk, arrays, seg):
+    """``(in_specs, args)`` for per-chunk blocks of ``arrays`` (``[B, T, H, d]`` or ``[B, T, H]``), then
+    ``seg``'s chunk when there are segments."""
+    in_specs = _chunk_specs(chunk, *(a.shape[-1] if a.ndim == 4 else None for a in arrays))
+    args = list(arrays)
+    if seg is not None:
+        in_specs.append(_seg_spec(chunk))
+        args.append(seg)
+    return in_specs, args
+
+
 def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, scale=1.0, inverse_blocks=1,
        write_t=False):
     """``U`` ``[B, T, H, dv]`` and ``W`` ``[B, T, H, dk]`` (k's dtype) of every chunk (and ``T`` after them
@@ -170,11 +181,7 @@ def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, sca
     batch, time, heads, dk = k.shape
     dv = v.shape[-1]
     backward = q is not None
-    in_specs = _chunk_specs(chunk, dk, dv, None)
-    args = [k, v, beta]
-    if seg is not None:
-        in_specs.append(_seg_spec(chunk))
-        args.append(seg)
+    in_specs, args = _chunk_inputs(chunk, (k, v, beta), seg)
     out_shape = [jax.ShapeDtypeStruct(v.shape, k.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype)]
     out_specs = _chunk_specs(chunk, dv, dk)
     if backward:
@@ -202,19 +209,14 @@ def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, sca
 def scores_do(q, k, do, seg, *, chunk, bk, bv, warps, interpret, scale):
     """``scale * P^T dO`` ``[B, T, H, dv]`` float32 of every chunk: the one part of :func:`wy`'s backward
     form a backward from kept WY factors (``delta_save``) still needs."""
-    batch, time, heads, dk = k.shape
-    dv = do.shape[-1]
-    in_specs = _chunk_specs(chunk, dk, dk, dv)
-    args = [q, k, do]
-    if seg is not None:
-        in_specs.append(_seg_spec(chunk))
-        args.append(seg)
+    batch, time, heads, _ = k.shape
+    in_specs, args = _chunk_inputs(chunk, (q, k, do), seg)
     return pl.pallas_call(
         functools.partial(_scores_do_kernel, bk=bk, bv=bv, has_seg=seg is not None, scale=scale),
         out_shape=jax.ShapeDtypeStruct(do.shape, F32),
         grid=(batch, time // chunk, heads),
         in_specs=in_specs,
-        out_specs=_chunk_specs(chunk, dv)[0],
+        out_specs=_chunk_specs(chunk, do.shape[-1])[0],
         interpret=interpret,
         compiler_params=_params(warps),
         name="delta_scores_do",
@@ -343,11 +345,7 @@ def output(q, k, vnew, seg, h, *, scale, chunk, bk, bv, warps, out_dtype, interp
     """``o`` ``[B, T, H, dv]`` (``out_dtype``) from ``D`` and ``h`` of :func:`state_fwd`."""
     batch, time, heads, dk = q.shape
     dv = vnew.shape[-1]
-    in_specs = _chunk_specs(chunk, dk, dk, dv)
-    args = [q, k, vnew]
-    if seg is not None:
-        in_specs.append(_seg_spec(chunk))
-        args.append(seg)
+    in_specs, args = _chunk_inputs(chunk, (q, k, vnew), seg)
     return pl.pallas_call(
         functools.partial(_output_kernel, scale=scale, bk=bk, bv=bv, has_seg=seg is not None),
         out_shape=jax.ShapeDtypeStruct(vnew.shape, out_dtype),
@@ -441,11 +439,7 @@ def grads(q, k, v, beta, seg, h, dh, vnew, dd, u, w, tmat, do, *, scale, chunk, 
     """``dq, dk, dv`` (their inputs' dtype) and ``dbeta`` (``beta_dtype``) of every chunk."""
     batch, time, heads, dk = q.shape
     dv = v.shape[-1]
-    in_specs = _chunk_specs(chunk, dk, dk, dv, None)
-    args = [q, k, v, beta]
-    if seg is not None:
-        in_specs.append(_seg_spec(chunk))
-        args.append(seg)
+    in_specs, args = _chunk_inputs(chunk, (q, k, v, beta), seg)
     in_specs += [_state_spec(dk, dv), _state_spec(dk, dv)] + _chunk_specs(chunk, dv, dv, dv, dk,
                                                                           chunk, dv)
     return pl.pallas_call(
