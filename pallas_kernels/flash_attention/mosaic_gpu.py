@@ -81,6 +81,20 @@ def _rows(x, cols):
     return lax.broadcast_in_dim(x, (x.shape[0], cols), (0,))
 
 
+def key_tiles(step, carry, steps, *, row0, num_kv, block_k, causal, mask_keys):
+    """``step(i, carry, masked)`` over key tiles ``0 .. steps`` of a warpgroup whose first row sits at key
+    position ``row0``: tiles wholly visible to all its rows (below that row's diagonal, before a padded
+    last tile) first without the mask, the rest with it (the forward and the dq kernel)."""
+    if not (causal or mask_keys):
+        return lax.fori_loop(0, steps, lambda i, c: step(i, c, False), carry)
+    full = num_kv - 1 if mask_keys else num_kv
+    if causal:
+        full = jnp.minimum(full, jnp.maximum(lax.div(row0 + 1, block_k), 0))
+    full = jnp.minimum(full, steps)
+    carry = lax.fori_loop(0, full, lambda i, c: step(i, c, False), carry)
+    return lax.fori_loop(full, steps, lambda i, c: step(i, c, True), carry)
+
+
 def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, stages: int = STAGES,
             interpret: bool = False):
     """``q`` ``[B, Lq, H, D]``, ``k``/``v`` ``[B, Lk, KH, D]`` (Lq a multiple of ``2 block_q``, Lk of
@@ -153,17 +167,8 @@ def forward(q, k, v, spec, *, block_q: int = BLOCK_Q, block_k: int = BLOCK_K, st
             # Finite start: exp2(m - m_new) is never exp2(-inf + inf).
             m0 = cast(jnp.full((block_q,), -1e30, jnp.float32), row_layout)
             l0 = cast(jnp.zeros((block_q,), jnp.float32), row_layout)
-            # Key tiles wholly visible to every row of this warpgroup (below its first row's diagonal,
-            # before the padded last tile) skip the mask; the rest apply it.
-            if causal or mask_keys:
-                full = num_kv - 1 if mask_keys else num_kv
-                if causal:
-                    full = jnp.minimum(full, jnp.maximum(lax.div(row0 + q_offset + 1, block_k), 0))
-                full = jnp.minimum(full, steps)
-                carry = lax.fori_loop(0, full, lambda i, c: step(i, c, False), (acc0, m0, l0))
-                acc, m, l = lax.fori_loop(full, steps, lambda i, c: step(i, c, True), carry)
-            else:
-                acc, m, l = lax.fori_loop(0, steps, lambda i, c: step(i, c, False), (acc0, m0, l0))
+            acc, m, l = key_tiles(step, (acc0, m0, l0), steps, row0=row0 + q_offset, num_kv=num_kv,
+                                  block_k=block_k, causal=causal, mask_keys=mask_keys)
             safe = jnp.where(l > 0, l, 1.0)
             o = acc / _rows(safe, dim)
             lse = jnp.where(l > 0, (m + jnp.log2(safe)) * LN2, -jnp.inf)

@@ -241,16 +241,9 @@ def backward_dq(q, k, v, do, lse2, delta, spec, *, interpret=False, stages=STAGE
                 plgpu.barrier_arrive(k_consumed.at[slot])
                 return dq
 
-            dq = cast(jnp.zeros((BLOCK, dim), jnp.float32), plgpu.Layout.WGMMA)
-            if causal or mask_keys:  # as in the forward: wholly visible key tiles first, without the mask
-                full = num_kv - 1 if mask_keys else num_kv
-                if causal:
-                    full = jnp.minimum(full, jnp.maximum(lax.div(row0 + q_offset + 1, BLOCK), 0))
-                full = jnp.minimum(full, steps)
-                dq = lax.fori_loop(0, full, lambda i, c: step(i, c, False), dq)
-                dq = lax.fori_loop(full, steps, lambda i, c: step(i, c, True), dq)
-            else:
-                dq = lax.fori_loop(0, steps, lambda i, c: step(i, c, False), dq)
+            dq = fwd.key_tiles(step, cast(jnp.zeros((BLOCK, dim), jnp.float32), plgpu.Layout.WGMMA), steps,
+                               row0=row0 + q_offset, num_kv=num_kv, block_k=BLOCK, causal=causal,
+                               mask_keys=mask_keys)
             _store_rows(dq.astype(dtype), q_smem.at[wg], dq_ref.at[b, rows_, h, :])
             plgpu.wait_smem_to_gmem(0)
 

@@ -102,11 +102,10 @@ def _wy_kernel(*refs, bk, bv, has_seg, backward, write_t, scale, inverse_blocks)
     k_ref, v_ref, beta_ref, *refs = refs
     seg_ref = refs.pop(0) if has_seg else None
     if backward:
-        q_ref, do_ref, u_ref, w_ref, t_ref, dvl_ref = refs
-    elif write_t:
-        u_ref, w_ref, t_ref = refs
-    else:
-        u_ref, w_ref = refs
+        q_ref, do_ref, *refs = refs
+    u_ref, w_ref, *refs = refs
+    t_ref = refs.pop(0) if write_t else None
+    dvl_ref = refs.pop(0) if backward else None
     c, dk = k_ref.shape
     dv = v_ref.shape[-1]
     mma = k_ref.dtype
@@ -123,7 +122,7 @@ def _wy_kernel(*refs, bk, bv, has_seg, backward, write_t, scale, inverse_blocks)
         x = [tiles.where(hv.first(a), beta[a][:, None] * k_ref[hv.r[a], cs].astype(F32)) for a in (0, 1)]
         for a, wa in enumerate(_lower_apply(t, *x, mma)):
             w_ref[hv.r[a], cs] = wa.astype(w_ref.dtype)
-    if backward or write_t:
+    if write_t:
         h = hv.h
         t_ref[hv.r[0], pl.ds(0, h)] = t[0]
         t_ref[hv.r[0], pl.ds(h, h)] = jnp.zeros((h, h), F32)
@@ -181,13 +180,14 @@ def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, sca
     batch, time, heads, dk = k.shape
     dv = v.shape[-1]
     backward = q is not None
+    write_t = write_t or backward  # the backward form always returns T
     in_specs, args = _chunk_inputs(chunk, (k, v, beta), seg)
     out_shape = [jax.ShapeDtypeStruct(v.shape, k.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype)]
     out_specs = _chunk_specs(chunk, dv, dk)
     if backward:
         in_specs += _chunk_specs(chunk, dk, dv)
         args += [q, do]
-    if backward or write_t:
+    if write_t:
         out_shape.append(jax.ShapeDtypeStruct((batch, time, heads, chunk), F32))
         out_specs += _chunk_specs(chunk, chunk)
     if backward:

@@ -453,8 +453,8 @@ def _train_loop(run: _Run, state: TrainState, window: _LogWindow, outputs: _Outp
         evaluated = {e.name: _evaluate(run, e, eval_step, state.params, done, outputs) for e in due}
         last_evals.update(evaluated)
         early = bool(evaluated) and stop_when is not None and bool(stop_when(done, evaluated))
-        if force_save or early or run.checkpointer.due(done):
-            run.checkpointer.save(done, state, _meta(run, state, window), force=force_save or early)
+        if force_save or early or run.checkpointer.due(done):  # (the metadata only when saving)
+            run.checkpointer.save(done, state, _meta(run, state, window), force=True)
         paused += time.perf_counter() - tic
         if early:
             break
