@@ -159,6 +159,47 @@ def mosaic_gpu_cases(shape=(4, 16, 8192, 128)):
             run_case(f"mosaic_gpu/{tag}/{name}/{impl}", case, **info)
 
 
+# Pipeline depths of the Mosaic GPU kernels (``mosaic_gpu_pipeline_cases``): the forward's key tile and
+# shared-memory slots, then the backward kernels' slots; the first row is the modules' defaults.
+MOSAIC_PIPELINES = [dict(), dict(fwd_stages=3), dict(fwd_block_k=64, fwd_stages=3), dict(fwd_block_k=64, fwd_stages=4),
+                    dict(dq_stages=3), dict(dq_stages=4), dict(dkdv_stages=3), dict(dq_stages=3, dkdv_stages=3)]
+
+
+def mosaic_gpu_pipeline_cases(shape=(4, 16, 8192, 128), rows=MOSAIC_PIPELINES):
+    """Causal plain attention on the Mosaic GPU kernels under each row of ``rows`` (key tile and slot
+    counts patched into the kernels' entry points), beside cuDNN in the same run."""
+    import functools
+
+    from pallas_kernels.flash_attention import mosaic_gpu, mosaic_gpu_bwd
+
+    args = _inputs(*shape)
+    flops = _flops(*shape, True)
+    info = dict(B=shape[0], H=shape[1], L=shape[2], D=shape[3])
+    anchor = {}
+    run_case("mosaic_gpu_pipeline/cudnn", lambda: anchor.setdefault("r", _timed(_cudnn(True), args, flops)), **info)
+    for row in rows:
+        fwd_kw = {k[4:]: v for k, v in row.items() if k.startswith("fwd_")}
+        patches = [mock.patch.object(mosaic_gpu, "forward", functools.partial(mosaic_gpu.forward, **fwd_kw)),
+                   mock.patch.object(mosaic_gpu_bwd, "backward_dq", functools.partial(
+                       mosaic_gpu_bwd.backward_dq, stages=row.get("dq_stages", mosaic_gpu_bwd.STAGES))),
+                   mock.patch.object(mosaic_gpu_bwd, "backward_dkdv", functools.partial(
+                       mosaic_gpu_bwd.backward_dkdv, stages=row.get("dkdv_stages", mosaic_gpu_bwd.STAGES)))]
+
+        def case(patches=patches):
+            for p in patches:
+                p.start()
+            try:
+                r = _timed(_mosaic_gpu(dict(causal=True)), args, flops)
+            finally:
+                for p in patches:
+                    p.stop()
+            r["fwd_vs_cudnn"] = r["fwd_tflops"] / anchor["r"]["fwd_tflops"]
+            r["fwd_bwd_vs_cudnn"] = r["fwd_bwd_tflops"] / anchor["r"]["fwd_bwd_tflops"]
+            return r
+
+        run_case("mosaic_gpu_pipeline/causal", case, **info, **row)
+
+
 def _blockwise(opts):
     return lambda q, k, v: attention(q, k, v, backend="xla", mode="blockwise", **opts)
 

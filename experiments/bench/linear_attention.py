@@ -299,6 +299,65 @@ def delta_stages(shape=SHAPES[0]):
              block_sizes=block_sizes())
 
 
+# Per-launch rows of ``delta_kernel_sweep``: (warps, inverse blocks) of the separate inverse kernel;
+# (warps, delta_bk, bv) of the WY kernel reading T, of the gradient kernel and of the output kernel;
+# (delta_bv, warps, stages) of the two sequential passes. The first of each is the table's default.
+DELTA_KERNEL_ROWS = dict(
+    inverse=[(1, 1), (2, 1), (4, 1), (1, 2), (2, 2)],
+    wy_t_in=[(8, 128, 128), (4, 128, 128), (4, 64, 64), (8, 64, 128)],
+    grads=[(8, 128, 128), (4, 128, 128), (8, 64, 128), (8, 128, 64), (8, 64, 64), (4, 64, 64), (8, 32, 128)],
+    output=[(8, 128, 128), (4, 128, 128), (4, 64, 128)],
+    state_fwd=[(32, 4, 2), (16, 4, 2), (64, 4, 2), (32, 8, 2), (32, 4, 3), (16, 2, 2), (16, 4, 3)],
+    state_bwd=[(32, 4, 2), (16, 4, 2), (64, 4, 2), (32, 8, 2), (32, 4, 3), (16, 2, 2), (16, 4, 3)],
+)
+
+
+def delta_kernel_sweep(shape=SHAPES[0], rows=DELTA_KERNEL_ROWS):
+    """Each delta-rule launch timed alone under its own launch parameters (``rows``), one line per
+    (kernel, row), beside the WY kernel solving T itself: which kernel wants which tiles."""
+    from pallas_kernels.linear_attention import api, pallas_gpu_delta as kd
+
+    q, k, v, beta = _inputs("delta_rule", *shape)
+    q, k, v, h0, seg, _, _, _ = api._prepare(q, k, v, None, None, CHUNK)
+    cfg = api._config(q.shape[-1] ** -0.5, CHUNK, q.shape[-1], v.shape[-1])
+    do = jax.random.normal(jax.random.PRNGKey(1), v.shape, jnp.float32).astype(v.dtype)
+    tiles = dict(chunk=cfg.chunk, interpret=cfg.interpret)
+    info = dict(shape=dict(zip("BTHD", shape)))
+    solve = jax.jit(lambda k, v, beta: kd.wy(k, v, beta, None, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
+                                             write_t=True, **tiles))
+    u, w, tmat = solve(k, v, beta)
+    run_case("delta_kernels/wy_solving", lambda: dict(ms=time_ms(solve, k, v, beta, iters=10)), **info)
+    h, vnew, final = kd.state_fwd(w, u, k, None, h0, bv=cfg.delta_bv, warps=cfg.warps_state,
+                                  stages=cfg.stages_state, **tiles)
+    dvl = kd.scores_do(q, k, do, None, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps, scale=cfg.scale, **tiles)
+    dfinal = jnp.zeros_like(final)
+    dh, dd, _ = kd.state_bwd(q, k, w, dvl, do, None, dfinal, scale=cfg.scale, bv=cfg.delta_bv,
+                             warps=cfg.warps_state, stages=cfg.stages_state, **tiles)
+    launches = dict(
+        inverse=lambda r: (lambda k, beta: kd.inverse(k, beta, None, bk=cfg.delta_bk, warps=r[0],
+                                                      inverse_blocks=r[1], **tiles), (k, beta)),
+        wy_t_in=lambda r: (lambda k, v, beta, t: kd.wy(k, v, beta, None, warps=r[0], bk=r[1], bv=r[2], tmat=t,
+                                                       **tiles), (k, v, beta, tmat)),
+        grads=lambda r: (lambda *a: kd.grads(*a[:4], None, *a[4:], scale=cfg.scale, warps=r[0], bk=r[1], bv=r[2],
+                                             beta_dtype=beta.dtype, **tiles),
+                         (q, k, v, beta, h, dh, vnew, dd, u, w, tmat, do)),
+        output=lambda r: (lambda q, k, vn, h: kd.output(q, k, vn, None, h, scale=cfg.scale, warps=r[0], bk=r[1],
+                                                        bv=r[2], out_dtype=v.dtype, **tiles), (q, k, vnew, h)),
+        state_fwd=lambda r: (lambda w, u, k, h0: kd.state_fwd(w, u, k, None, h0, bv=r[0], warps=r[1], stages=r[2],
+                                                              **tiles), (w, u, k, h0)),
+        state_bwd=lambda r: (lambda q, k, w, dvl, do, df: kd.state_bwd(q, k, w, dvl, do, None, df, scale=cfg.scale,
+                                                                       bv=r[0], warps=r[1], stages=r[2], **tiles),
+                             (q, k, w, dvl, do, dfinal)),
+    )
+    for name, kernel_rows in rows.items():
+        for row in kernel_rows:
+            def case(name=name, row=row):
+                f, args = launches[name](row)
+                return dict(ms=time_ms(jax.jit(f), *args, iters=10))
+
+            run_case(f"delta_kernels/{name}", case, row=list(row), **info)
+
+
 def run(quick: bool) -> None:
     """All cases. ``quick``: the long shape with GLA's and DeltaNet's peers, layers at 16K and 1M."""
     emit(case="linear_attention/setup", device=jax.devices()[0].device_kind, jax=jax.__version__, quick=quick)

@@ -119,6 +119,7 @@ class _Config:
     save_states: bool
     delta_save: bool
     inverse_blocks: int
+    inverse_warps: int
     platform: str
     interpret: bool
 
@@ -133,7 +134,8 @@ def _config(scale, chunk, dk, dv, vector_gates=False):
         state_bk=min(t["state_bk"], dk), state_bv=min(t["state_bv"], dv), delta_bv=min(t["delta_bv"], dv),
         warps=warps, warps_state=t["warps_state"], stages_state=t["stages_state"],
         log_space=float(t["log_space_nats"]), save_states=bool(t["save_states"]),
-        delta_save=bool(t["delta_save"]), inverse_blocks=int(t["delta_inverse_blocks"]), platform=_platform(),
+        delta_save=bool(t["delta_save"]), inverse_blocks=int(t["delta_inverse_blocks"]),
+        inverse_warps=int(t["delta_inverse_warps"]), platform=_platform(),
         interpret=_interpret(),
     )
 
@@ -290,6 +292,15 @@ def _delta_states(w, u, k, seg, h0, cfg):
                                       stages=cfg.stages_state, interpret=cfg.interpret)
 
 
+def _delta_inverse(k, beta, seg, cfg):
+    """The chunks' ``T`` from :func:`pallas_gpu_delta.inverse`'s own kernel, or None where the WY kernel
+    solves it (``delta_inverse_warps`` 0)."""
+    if not cfg.inverse_warps:
+        return None
+    return pallas_gpu_delta.inverse(k, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, warps=cfg.inverse_warps,
+                                    interpret=cfg.interpret, inverse_blocks=cfg.inverse_blocks)
+
+
 def _delta_forward(q, k, v, beta, seg, h0, cfg, for_backward):
     """``((o, final_state), residual)``: the TPU keeps the per-chunk states; the GPU recomputes everything,
     or with ``delta_save`` keeps the WY factors, ``T`` and the states (``(u, w, tmat, h, vnew)``)."""
@@ -299,13 +310,14 @@ def _delta_forward(q, k, v, beta, seg, h0, cfg, for_backward):
                                                interpret=cfg.interpret)
         return (_tokens(o, v), final), h
     keep = for_backward and cfg.delta_save
+    tmat = _delta_inverse(k, beta, seg, cfg)
     wy = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
-                             interpret=cfg.interpret, inverse_blocks=cfg.inverse_blocks, write_t=keep)
+                             interpret=cfg.interpret, inverse_blocks=cfg.inverse_blocks, write_t=keep, tmat=tmat)
     u, w = wy[:2]
     h, vnew, final = _delta_states(w, u, k, seg, h0, cfg)
     o = pallas_gpu_delta.output(q, k, vnew, seg, h, scale=cfg.scale, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
                                 warps=cfg.warps, out_dtype=v.dtype, interpret=cfg.interpret)
-    return (o, final), ((u, w, wy[2], h, vnew) if keep else None)
+    return (o, final), ((u, w, wy[2] if tmat is None else tmat, h, vnew) if keep else None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
@@ -333,9 +345,11 @@ def _delta_bwd(cfg, res, cotangents):
         dvl = pallas_gpu_delta.scores_do(q, k, do, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
                                          warps=cfg.warps, interpret=cfg.interpret, scale=cfg.scale)
     else:
-        u, w, tmat, dvl = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv,
-                                              warps=cfg.warps, interpret=cfg.interpret, q=q, do=do,
-                                              scale=cfg.scale, inverse_blocks=cfg.inverse_blocks)
+        tmat = _delta_inverse(k, beta, seg, cfg)
+        wy = pallas_gpu_delta.wy(k, v, beta, seg, chunk=cfg.chunk, bk=cfg.delta_bk, bv=cfg.bv, warps=cfg.warps,
+                                 interpret=cfg.interpret, q=q, do=do, scale=cfg.scale,
+                                 inverse_blocks=cfg.inverse_blocks, tmat=tmat)
+        (u, w, tmat, dvl) = wy if tmat is None else (*wy[:2], tmat, wy[2])
         h, vnew, _ = _delta_states(w, u, k, seg, h0, cfg)
     dh, dd, dh0 = pallas_gpu_delta.state_bwd(q, k, w, dvl, do, seg, dfinal, scale=cfg.scale,
                                              chunk=cfg.chunk, bv=cfg.delta_bv, warps=cfg.warps_state,

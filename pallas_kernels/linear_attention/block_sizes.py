@@ -29,11 +29,19 @@ Keys (GPU kernels):
   ``T`` and the per-chunk states ``h`` and new values for the backward, which
   then forms only ``P^T dO`` instead of repeating the WY and state passes
   (``dk + 2 dv`` values in k's dtype, ``C`` float32 values and ``dk * dv / C``
-  state values more per token and head, saved per layer). Off until measured.
+  state values more per token and head, saved per layer). H200, B2 T16384 H16
+  D128, same run (2026-12-02): forward + backward 7.86 -> 5.95 ms; on for
+  Hopper.
 - ``delta_inverse_blocks``: the delta rule's triangular inverses (``[C/2, C/2]``)
   solved on this many diagonal blocks at once and merged by matmuls
-  (``tiles.inverse_unit_lower``): a dependent chain that many times shorter.
-  1 (row by row) until measured.
+  (``tiles.inverse_unit_lower``): a dependent chain that many times shorter,
+  but each step still a full-tile operation. H200, same run: 2 and 4 blocks
+  slower (8.10 -> 8.89 / 8.68 ms forward + backward; the WY kernel 1.26 ->
+  2.34 ms at 4), so 1 (row by row).
+- ``delta_inverse_warps``: 0 solves the inverses inside the WY kernel; n > 0 in
+  a kernel of their own with n warps (``pallas_gpu_delta.inverse``), which
+  the WY kernel then reads: the substitution's reductions stay inside a warp
+  or two, and several such programs share an SM. Off until measured.
 - ``warps_state``, ``stages_state``: Triton launch parameters of the sequential
   kernels (``stages`` > 1 pipelines the next chunk's loads); ``warps``: of the
   chunk-parallel kernels. (Chosen from ``ptxas -v`` on the compiled kernels:
@@ -49,13 +57,14 @@ import jax
 
 TABLE = {
     "nvidia h200": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
-                        stages_state=2, vector_bk=64, vector_warps=8, save_states=True),
+                        stages_state=2, vector_bk=64, vector_warps=8, save_states=True, delta_save=True),
     "nvidia h100": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, warps=8, warps_state=4,
-                        stages_state=2, save_states=True),
+                        stages_state=2, save_states=True, delta_save=True),
     "tpu": dict(tpu_bv=128),
     "default": dict(state_bk=64, state_bv=64, delta_bv=32, bk=32, delta_bk=128, bv=128, sub=16, warps=8,
                     warps_state=4, stages_state=2, vector_bk=32, vector_warps=8, log_space_nats=60.0,
-                    save_states=False, delta_save=False, delta_inverse_blocks=1, tpu_bv=128),
+                    save_states=False, delta_save=False, delta_inverse_blocks=1, delta_inverse_warps=0,
+                    tpu_bv=128),
 }
 
 

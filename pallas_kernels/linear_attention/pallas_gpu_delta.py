@@ -15,7 +15,7 @@ table's ``delta_inverse_blocks`` > 1, on smaller diagonal blocks solved
 together and merged by matmuls), and ``T_10 = -T_11 L_10 T_00`` by two matmuls.
 
 Kernels: :func:`wy` (chunk-parallel: U, W; for the backward also T and
-``P^T dO``), :func:`state_fwd` (sequential: ``h_n``, ``D`` and the final
+``P^T dO``; ``T`` solved in it or read from :func:`inverse`'s own kernel), :func:`state_fwd` (sequential: ``h_n``, ``D`` and the final
 state; one program per ``(batch, head, dv tile)`` because ``W h`` contracts
 over all of dk), :func:`output` (chunk-parallel), :func:`state_bwd`
 (sequential, reverse: ``dh_n`` and ``dD``) and :func:`grads` (chunk-parallel:
@@ -98,11 +98,38 @@ def _upper_apply(t, x0, x1, mma):
 # --------------------------------------------------------------------------- chunk-parallel: U, W (T, P^T dO)
 
 
-def _wy_kernel(*refs, bk, bv, has_seg, backward, write_t, scale, inverse_blocks):
+def _write_t(t_ref, t, h):
+    """``T``'s blocks into the chunk's ``[C, C]`` tile (zeros above the diagonal blocks)."""
+    r = (pl.ds(0, h), pl.ds(h, h))
+    t_ref[r[0], r[0]] = t[0]
+    t_ref[r[0], r[1]] = jnp.zeros((h, h), F32)
+    t_ref[r[1], r[0]] = t[1]
+    t_ref[r[1], r[1]] = t[2]
+
+
+def _read_t(t_ref, h):
+    """``(T_00, T_10, T_11)`` from the chunk's ``[C, C]`` tile."""
+    r = (pl.ds(0, h), pl.ds(h, h))
+    return t_ref[r[0], r[0]], t_ref[r[1], r[0]], t_ref[r[1], r[1]]
+
+
+def _inverse_kernel(*refs, bk, has_seg, inverse_blocks):
+    k_ref, beta_ref, *refs = refs
+    seg_ref = refs.pop(0) if has_seg else None
+    (t_ref,) = refs
+    c, dk = k_ref.shape
+    hv = _Halves(c, seg_ref)
+    beta = tuple(beta_ref[r].astype(F32) for r in hv.r)
+    t, _ = _solve_blocks(k_ref, beta, hv, dk=dk, bk=bk, mma=k_ref.dtype, inverse_blocks=inverse_blocks)
+    _write_t(t_ref, t, hv.h)
+
+
+def _wy_kernel(*refs, bk, bv, has_seg, backward, t_in, write_t, scale, inverse_blocks):
     k_ref, v_ref, beta_ref, *refs = refs
     seg_ref = refs.pop(0) if has_seg else None
     if backward:
         q_ref, do_ref, *refs = refs
+    t_in_ref = refs.pop(0) if t_in else None
     u_ref, w_ref, *refs = refs
     t_ref = refs.pop(0) if write_t else None
     dvl_ref = refs.pop(0) if backward else None
@@ -111,7 +138,10 @@ def _wy_kernel(*refs, bk, bv, has_seg, backward, write_t, scale, inverse_blocks)
     mma = k_ref.dtype
     hv = _Halves(c, seg_ref)
     beta = tuple(beta_ref[r].astype(F32) for r in hv.r)
-    t, _ = _solve_blocks(k_ref, beta, hv, dk=dk, bk=bk, mma=mma, inverse_blocks=inverse_blocks)
+    if t_in:
+        t = _read_t(t_in_ref, hv.h)
+    else:
+        t, _ = _solve_blocks(k_ref, beta, hv, dk=dk, bk=bk, mma=mma, inverse_blocks=inverse_blocks)
     for vb in range(dv // bv):
         vs = pl.ds(vb * bv, bv)
         x = [beta[a][:, None] * v_ref[hv.r[a], vs].astype(F32) for a in (0, 1)]
@@ -123,11 +153,7 @@ def _wy_kernel(*refs, bk, bv, has_seg, backward, write_t, scale, inverse_blocks)
         for a, wa in enumerate(_lower_apply(t, *x, mma)):
             w_ref[hv.r[a], cs] = wa.astype(w_ref.dtype)
     if write_t:
-        h = hv.h
-        t_ref[hv.r[0], pl.ds(0, h)] = t[0]
-        t_ref[hv.r[0], pl.ds(h, h)] = jnp.zeros((h, h), F32)
-        t_ref[hv.r[1], pl.ds(0, h)] = t[1]
-        t_ref[hv.r[1], pl.ds(h, h)] = t[2]
+        _write_t(t_ref, t, hv.h)
     if backward:
         _write_scores_do(q_ref, k_ref, do_ref, dvl_ref, hv.full.same, bk=bk, bv=bv, scale=scale)
 
@@ -167,26 +193,49 @@ def _chunk_inputs(chunk, arrays, seg):
     return in_specs, args
 
 
+def inverse(k, beta, seg, *, chunk, bk, warps, interpret, inverse_blocks=1):
+    """``T = (I + L)^-1`` ``[B, T, H, chunk]`` float32 of every chunk (row i of chunk n at token n*C+i),
+    in a kernel of its own: the forward substitution is a chain of small reductions, which a program of
+    one or two warps runs without cross-warp barriers, several programs to an SM (the table's
+    ``delta_inverse_warps``)."""
+    batch, time, heads, _ = k.shape
+    in_specs, args = _chunk_inputs(chunk, (k, beta), seg)
+    return pl.pallas_call(
+        functools.partial(_inverse_kernel, bk=bk, has_seg=seg is not None, inverse_blocks=inverse_blocks),
+        out_shape=jax.ShapeDtypeStruct((batch, time, heads, chunk), F32),
+        grid=(batch, time // chunk, heads),
+        in_specs=in_specs,
+        out_specs=_chunk_specs(chunk, chunk)[0],
+        interpret=interpret,
+        compiler_params=_params(warps),
+        name="delta_inverse",
+    )(*args)
+
+
 def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, scale=1.0, inverse_blocks=1,
-       write_t=False):
-    """``U`` ``[B, T, H, dv]`` and ``W`` ``[B, T, H, dk]`` (k's dtype) of every chunk (and ``T`` after them
-    with ``write_t``: the forward keeping it for the backward).
+       write_t=False, tmat=None):
+    """``U`` ``[B, T, H, dv]`` and ``W`` ``[B, T, H, dk]`` (k's dtype) of every chunk, then ``T``
+    ``[B, T, H, chunk]`` float32 (row i of chunk n at token n*C+i) with ``write_t`` or in the backward
+    form, then (backward form) ``P^T dO * scale`` ``[B, T, H, dv]`` float32.
 
     ``k`` ``[B, T, H, dk]``, ``v`` ``[B, T, H, dv]``, ``beta`` ``[B, T, H]``,
-    ``seg`` ``[B, T]`` or None. With ``q`` and ``do`` (the backward), also
-    ``T`` ``[B, T, H, chunk]`` float32 (row i of chunk n at token n*C+i) and
-    ``P^T dO * scale`` ``[B, T, H, dv]`` float32.
+    ``seg`` ``[B, T]`` or None; ``q`` and ``do`` select the backward form.
+    ``tmat`` (from :func:`inverse`): the chunks' ``T``, read instead of solved (and not returned).
     """
     batch, time, heads, dk = k.shape
     dv = v.shape[-1]
     backward = q is not None
-    write_t = write_t or backward  # the backward form always returns T
+    t_in = tmat is not None
+    write_t = (write_t or backward) and not t_in  # the backward form returns T unless it was given
     in_specs, args = _chunk_inputs(chunk, (k, v, beta), seg)
     out_shape = [jax.ShapeDtypeStruct(v.shape, k.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype)]
     out_specs = _chunk_specs(chunk, dv, dk)
     if backward:
         in_specs += _chunk_specs(chunk, dk, dv)
         args += [q, do]
+    if t_in:
+        in_specs += _chunk_specs(chunk, chunk)
+        args.append(tmat)
     if write_t:
         out_shape.append(jax.ShapeDtypeStruct((batch, time, heads, chunk), F32))
         out_specs += _chunk_specs(chunk, chunk)
@@ -194,8 +243,8 @@ def wy(k, v, beta, seg, *, chunk, bk, bv, warps, interpret, q=None, do=None, sca
         out_shape.append(jax.ShapeDtypeStruct(v.shape, F32))
         out_specs += _chunk_specs(chunk, dv)
     return pl.pallas_call(
-        functools.partial(_wy_kernel, bk=bk, bv=bv, has_seg=seg is not None, backward=backward, write_t=write_t,
-                          scale=scale, inverse_blocks=inverse_blocks),
+        functools.partial(_wy_kernel, bk=bk, bv=bv, has_seg=seg is not None, backward=backward, t_in=t_in,
+                          write_t=write_t, scale=scale, inverse_blocks=inverse_blocks),
         out_shape=tuple(out_shape),
         grid=(batch, time // chunk, heads),
         in_specs=in_specs,
@@ -368,7 +417,7 @@ def _grads_kernel(*refs, scale, bk, bv, has_seg):
     hv = _Halves(c, seg_ref)
     r, half = hv.r, hv.h
     pairs = ((0, 0), (1, 0), (1, 1))
-    t = (t_ref[r[0], pl.ds(0, half)], t_ref[r[1], pl.ds(0, half)], t_ref[r[1], pl.ds(half, half)])
+    t = _read_t(t_ref, half)
     beta = tuple(beta_ref[ra].astype(F32) for ra in r)
     kblocks = [pl.ds(kb * bk, bk) for kb in range(dk // bk)]
     vblocks = [pl.ds(vb * bv, bv) for vb in range(dv // bv)]

@@ -204,6 +204,18 @@ def test_delta_rule_with_blocked_inverses_matches_reference(monkeypatch):
         _value_and_grads.clear_cache()
 
 
+@pytest.mark.parametrize("row", [dict(delta_inverse_warps=2), dict(delta_inverse_warps=1, delta_save=True)])
+def test_delta_rule_with_inverses_in_their_own_kernel_matches_reference(row, monkeypatch):
+    """``delta_inverse_warps``: ``T`` from its own kernel, read by the WY kernels (forward; backward
+    recomputing, or from the kept factors): forward, state and every gradient against the naive form,
+    with segment resets."""
+    _with_row(monkeypatch, **row)
+    try:
+        _compare("delta_rule", _inputs("delta_rule"), chunk_size=32, segments=True, modes=("naive",))
+    finally:
+        _value_and_grads.clear_cache()
+
+
 def test_gla_picks_the_form_per_chunk(monkeypatch):
     """Mild gates in batch row 0, log gates down to -30 in row 1: the default limit takes the chunk-start
     form for row 0's chunks and the exact one for row 1's, and matches the reference; forcing the
@@ -306,7 +318,8 @@ def test_triton_kernels_lower_at_benchmark_block_sizes(op, dtype, segments, as_i
     _lower_fwd_bwd(op, dtype, "cuda", segments)
 
 
-@pytest.mark.parametrize("row", [dict(delta_inverse_blocks=2), dict(delta_inverse_blocks=4), dict(delta_save=True)])
+@pytest.mark.parametrize("row", [dict(delta_inverse_blocks=2), dict(delta_inverse_blocks=4), dict(delta_save=True),
+                                 dict(delta_inverse_warps=1), dict(delta_inverse_warps=2, delta_save=True)])
 def test_triton_delta_rule_lowers_with_its_options(row, as_if_on_gpu, monkeypatch):
     _with_row(monkeypatch, **row)
     _lower_fwd_bwd("delta_rule", jnp.bfloat16, "cuda", True)
